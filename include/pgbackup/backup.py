@@ -1,0 +1,296 @@
+"""Taking a backup: preflight, dump, compress, encrypt, upload, on either data path.
+
+The staged path runs each step between files in a work directory (one Airflow task
+each, retried alone). The stream path chains the very same stages in one pass straight
+into the primary destination, with no intermediate file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from pgbackup import __version__
+from pgbackup.compress import CompressStage, tool_version
+from pgbackup.config import CompressionConfig, EncryptionConfig
+from pgbackup.dump import DumpStage, SnapshotSession, server_major_version
+from pgbackup.errors import IntegrityError, PgBackupError, StorageError
+from pgbackup.gpg import EncryptStage, Keyring, RecipientKey, gpg_version
+from pgbackup.manifest import (
+    Manifest,
+    artifact_extension,
+    backup_id,
+    iso,
+    manifest_key,
+    object_key,
+    utcnow,
+)
+from pgbackup.pgconn import PgConnInfo, check_profile
+from pgbackup.pipeline import ChainResult, HashingReader, StageStats, run_chain, write_to_file
+from pgbackup.profiles import profile_for
+from pgbackup.storage.base import Storage, UploadResult
+
+log = logging.getLogger(__name__)
+
+DUMP_FILE = "dump"
+COMPRESSED_FILE = "dump.compressed"
+ENCRYPTED_FILE = "dump.compressed.gpg"
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """What to back up and how; built from the config plus the resolved connection."""
+
+    target: str
+    source: PgConnInfo
+    kind: str
+    compression: CompressionConfig
+    encryption: EncryptionConfig
+    public_key_files: tuple[Path, ...]
+    profile: str = "plain"
+    dump_format: str = "custom"
+    tier: str = "daily"
+    exclude_schemas: tuple[str, ...] = ()
+    logical_date: str | None = None
+
+
+@dataclass(frozen=True)
+class Preflight:
+    server_major: int
+    recipients: list[RecipientKey]
+
+
+@contextlib.contextmanager
+def recipient_keyring(request: BackupRequest) -> Iterator[tuple[Keyring, list[RecipientKey]]]:
+    with Keyring.temporary() as keyring:
+        keyring.import_key_files(list(request.public_key_files))
+        yield keyring, keyring.resolve_recipients(request.encryption.recipients)
+
+
+def preflight(request: BackupRequest) -> Preflight:
+    """Everything that can fail before a byte is dumped: profile, keys, versions, reachability."""
+    check_profile(request.source, request.profile)
+    with recipient_keyring(request) as (_, recipients):
+        pass
+    server_major = server_major_version(request.source)
+    DumpStage(request.source, request.kind, server_major=server_major).pg_dump_version()  # raises on mismatch
+    return Preflight(server_major, recipients)
+
+
+def new_manifest(request: BackupRequest, started_at: datetime) -> Manifest:
+    extension = artifact_extension(request.dump_format, request.compression.algorithm)
+    return Manifest(
+        backup_id=backup_id(request.target, request.kind, started_at),
+        target=request.target,
+        kind=request.kind,
+        tier=request.tier,
+        object_key=object_key(request.target, request.kind, request.tier, started_at, extension),
+        created_at=iso(started_at),
+        profile=request.profile,
+        dump_format=request.dump_format,
+        logical_date=request.logical_date,
+        tools={
+            "pgbackup": __version__,
+            "gpg": gpg_version(),
+            "compressor": tool_version(request.compression.algorithm),
+        },
+    )
+
+
+def _stage_record(stats: StageStats, input_bytes: int | None, output_bytes: int | None) -> dict[str, object]:
+    record: dict[str, object] = {
+        "seconds": round(stats.seconds, 3),
+        "cpu_seconds": round(stats.cpu_seconds, 3),
+        "peak_rss_bytes": stats.peak_rss_bytes,
+    }
+    if input_bytes is not None:
+        record["input_bytes"] = input_bytes
+    if output_bytes is not None:
+        record["output_bytes"] = output_bytes
+    return record
+
+
+def _dump_stage(request: BackupRequest, server_major: int, snapshot: str | None) -> DumpStage:
+    profile = profile_for(request.profile)
+    return DumpStage(
+        conn=request.source,
+        kind=request.kind,
+        dump_format=request.dump_format,
+        snapshot=snapshot,
+        server_major=server_major,
+        exclude_schemas=request.exclude_schemas + profile.excluded_schemas(request.kind),
+    )
+
+
+@contextlib.contextmanager
+def _snapshot(request: BackupRequest) -> Iterator[SnapshotSession]:
+    profile = profile_for(request.profile)
+    with SnapshotSession(request.source, request.exclude_schemas + profile.excluded_schemas(request.kind)) as session:
+        yield session
+
+
+def _record_source(manifest: Manifest, request: BackupRequest, session: SnapshotSession, stage: DumpStage) -> None:
+    assert session.info is not None
+    manifest.source = session.info.as_dict()
+    manifest.source["pg_dump_version"] = stage.pg_dump_version()
+    manifest.excluded = profile_for(request.profile).exclusion_notes(request.kind, request.exclude_schemas)
+
+
+# -- the staged path ------------------------------------------------------------------
+
+
+def dump_to_file(request: BackupRequest, workdir: Path) -> Manifest:
+    """Preflight, then pg_dump into ``workdir/dump`` with row counts from the same snapshot."""
+    checked = preflight(request)
+    started_at = utcnow()
+    manifest = new_manifest(request, started_at)
+    manifest.artifact["encryption"] = {"recipients": [r.as_dict() for r in checked.recipients]}
+    with _snapshot(request) as session:
+        assert session.info is not None
+        stage = _dump_stage(request, checked.server_major, session.info.snapshot)
+        session.start_counting()
+        _, result = run_chain([stage], write_to_file(workdir / DUMP_FILE))
+        session.finish_counting()
+        _record_source(manifest, request, session, stage)
+    manifest.stages["dump"] = _stage_record(result.stages[0], None, result.output_bytes)
+    log.info(
+        "dumped %s (%s) to %s: %d bytes in %.1fs",
+        request.target,
+        request.kind,
+        workdir / DUMP_FILE,
+        result.output_bytes,
+        result.seconds,
+    )
+    return manifest
+
+
+def compress_file(manifest: Manifest, compression: CompressionConfig, workdir: Path) -> Manifest:
+    source = workdir / DUMP_FILE
+    stage = CompressStage(compression.algorithm, compression.level, compression.threads)
+    _, result = run_chain([stage], write_to_file(workdir / COMPRESSED_FILE), source=source)
+    input_bytes = source.stat().st_size
+    manifest.stages["compress"] = _stage_record(result.stages[0], input_bytes, result.output_bytes)
+    manifest.stages["compress"]["ratio"] = round(input_bytes / max(result.output_bytes, 1), 3)
+    manifest.artifact["compression"] = {"algorithm": compression.algorithm, "level": compression.level}
+    source.unlink()  # bounded staging disk: each step frees its input
+    return manifest
+
+
+def encrypt_file(manifest: Manifest, request: BackupRequest, workdir: Path) -> Manifest:
+    source = workdir / COMPRESSED_FILE
+    with recipient_keyring(request) as (keyring, recipients):
+        stage = EncryptStage(keyring, tuple(r.fingerprint for r in recipients))
+        _, result = run_chain([stage], write_to_file(workdir / ENCRYPTED_FILE), source=source)
+    input_bytes = source.stat().st_size
+    manifest.stages["encrypt"] = _stage_record(result.stages[0], input_bytes, result.output_bytes)
+    manifest.artifact.update(sha256=result.output_sha256, size=result.output_bytes)
+    manifest.artifact["encryption"] = {"tool": "gpg", "recipients": [r.as_dict() for r in recipients]}
+    source.unlink()
+    return manifest
+
+
+def upload_artifact(manifest: Manifest, artifact: Path, storage: Storage, destination: str) -> Manifest:
+    """Upload, check the stored checksum against the manifest, then write the manifest last."""
+    uploaded = storage.put_file(manifest.object_key, artifact)
+    return publish(manifest, uploaded, storage, destination)
+
+
+def publish(manifest: Manifest, uploaded: UploadResult, storage: Storage, destination: str) -> Manifest:
+    if uploaded.sha256 != manifest.sha256 or uploaded.size != manifest.size:
+        storage.delete(manifest.object_key)
+        raise IntegrityError(
+            f"{storage.url}/{manifest.object_key}: uploaded sha256 {uploaded.sha256} ({uploaded.size} bytes) "
+            f"differs from the manifest's {manifest.sha256} ({manifest.size} bytes); the object was removed"
+        )
+    published = Manifest.from_dict(manifest.to_dict())
+    published.destination = {
+        "name": destination,
+        "url": storage.url,
+        "verified_by": uploaded.verified_by,
+        "uploaded_at": iso(utcnow()),
+    }
+    storage.put_bytes(manifest_key(manifest.object_key), published.to_json())
+    log.info("published %s to %s (%s)", manifest.object_key, storage.url, uploaded.verified_by)
+    return published
+
+
+def replicate(manifest: Manifest, source: Storage, target: Storage, destination: str) -> Manifest:
+    """Copy a published backup between destinations, streaming, checking sha256 end to end."""
+    with source.open_read(manifest.object_key) as stream:
+        uploaded = target.put_stream(manifest.object_key, stream)
+    return publish(manifest, uploaded, target, destination)
+
+
+# -- the stream path ------------------------------------------------------------------
+
+
+def stream_backup(request: BackupRequest, primary: Storage, destination: str) -> Manifest:
+    """dump | compress | encrypt | upload in one pass, with no intermediate file."""
+    checked = preflight(request)
+    started_at = utcnow()
+    manifest = new_manifest(request, started_at)
+    compression = request.compression
+    with recipient_keyring(request) as (keyring, recipients), _snapshot(request) as session:
+        assert session.info is not None
+        dump = _dump_stage(request, checked.server_major, session.info.snapshot)
+        stages = [
+            dump,
+            CompressStage(compression.algorithm, compression.level, compression.threads),
+            EncryptStage(keyring, tuple(r.fingerprint for r in recipients)),
+        ]
+        session.start_counting()
+        try:
+            uploaded, result = run_chain(stages, lambda stream: _upload_stream(primary, manifest.object_key, stream))
+        except BaseException:
+            _remove_partial(primary, manifest.object_key)
+            raise
+        session.finish_counting()
+        _record_source(manifest, request, session, dump)
+    _record_stream_stages(manifest, result)
+    manifest.artifact.update(sha256=result.output_sha256, size=result.output_bytes)
+    manifest.artifact["compression"] = {"algorithm": compression.algorithm, "level": compression.level}
+    manifest.artifact["encryption"] = {"tool": "gpg", "recipients": [r.as_dict() for r in recipients]}
+    return publish(manifest, uploaded, primary, destination)
+
+
+def _upload_stream(storage: Storage, key: str, stream: HashingReader) -> UploadResult:
+    return storage.put_stream(key, stream)  # type: ignore[arg-type]
+
+
+def _remove_partial(storage: Storage, key: str) -> None:
+    try:
+        storage.delete(key)
+    except StorageError:
+        log.warning(
+            "could not remove the partial object %s/%s; it has no manifest, so it is never used", storage.url, key
+        )
+
+
+def _record_stream_stages(manifest: Manifest, result: ChainResult) -> None:
+    names = {"pg_dump": "dump", "compress": "compress", "gpg-encrypt": "encrypt"}
+    for stats in result.stages:
+        manifest.stages[names.get(stats.name, stats.name)] = _stage_record(stats, None, None)
+    manifest.stages["dump"]["mode"] = "stream"
+    manifest.stages["total_seconds"] = round(result.seconds, 3)
+
+
+def remove_workdir(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+__all__ = [
+    "BackupRequest",
+    "PgBackupError",
+    "compress_file",
+    "dump_to_file",
+    "encrypt_file",
+    "preflight",
+    "replicate",
+    "stream_backup",
+    "upload_artifact",
+]

@@ -1,0 +1,284 @@
+"""Run stage commands as an OS pipeline, one at a time (staged) or chained (stream).
+
+A stage is one external program reading stdin and writing stdout (pg_dump, zstd, gpg).
+The same stage objects serve both data paths: the staged path runs a chain of one stage
+between two files; the stream path chains them all, so bytes flow kernel pipe to kernel
+pipe and Python only reads the last stdout (to hash and upload it). Memory is bounded by
+pipe buffers and one read chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol, TypeVar
+
+from pgbackup.errors import PgBackupError
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK_BYTES = 1024 * 1024
+STDERR_TAIL_BYTES = 8192
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    argv: list[str]
+    env: dict[str, str] | None = None
+    pass_fds: tuple[int, ...] = ()
+
+
+class Stage(Protocol):
+    """Something that can be run as one program of a pipeline."""
+
+    name: str
+    error_class: type[PgBackupError]
+
+    def command(self) -> contextlib.AbstractContextManager[StageCommand]:
+        """Yield the command; whatever it needs (a passfile, a keyring) lives until exit."""
+        ...
+
+
+@dataclass
+class StageStats:
+    name: str
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    output_bytes: int | None = None
+
+
+@dataclass
+class ChainResult:
+    stages: list[StageStats] = field(default_factory=list)
+    output_bytes: int = 0
+    output_sha256: str = ""
+    input_bytes: int = 0
+    input_sha256: str = ""
+    seconds: float = 0.0
+
+
+class HashingReader:
+    """A read-only stream that counts and sha256-hashes what passes through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if data:
+            self._hash.update(data)
+            self.bytes_read += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy in bounded chunks."""
+    shutil.copyfileobj(source, target, READ_CHUNK_BYTES)  # type: ignore[misc]
+
+
+def write_to_file(path: Path) -> Callable[[HashingReader], None]:
+    """A sink that writes the chain's output to ``path`` atomically (tmp + rename)."""
+
+    def sink(stream: HashingReader) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with open(partial, "wb") as handle:
+            copy_stream(stream, handle)  # type: ignore[arg-type]
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+
+    return sink
+
+
+def run_chain(
+    stages: Sequence[Stage],
+    sink: Callable[[HashingReader], T],
+    *,
+    source: Path | BinaryIO | None = None,
+) -> tuple[T, ChainResult]:
+    """Run ``stages`` as one pipeline from ``source`` into ``sink``.
+
+    ``source`` is a file path, a readable stream (fed from a thread, and hashed), or None
+    (the first stage produces the data, e.g. pg_dump). Every stage's exit status is
+    checked; the first failing stage raises its own error class with its stderr tail.
+    If the sink fails, the stages are killed and the sink's error propagates.
+    """
+    if not stages:
+        raise ValueError("run_chain needs at least one stage")
+    result = ChainResult()
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        commands = [stack.enter_context(stage.command()) for stage in stages]
+        stderr_files = [stack.enter_context(tempfile.TemporaryFile()) for _ in stages]
+        procs: list[subprocess.Popen[bytes]] = []
+        feeder: threading.Thread | None = None
+        feeder_error: list[BaseException] = []
+        input_reader: HashingReader | None = None
+        stdin: int | BinaryIO
+        if source is None:
+            stdin = subprocess.DEVNULL
+        elif isinstance(source, Path):
+            stdin = stack.enter_context(open(source, "rb"))
+        else:
+            stdin = subprocess.PIPE
+            input_reader = HashingReader(source)
+        starts: list[float] = []
+        try:
+            for index, (stage, command) in enumerate(zip(stages, commands, strict=True)):
+                proc = subprocess.Popen(
+                    command.argv,
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr_files[index],
+                    env=command.env,
+                    pass_fds=command.pass_fds,
+                    close_fds=True,
+                )
+                starts.append(time.monotonic())
+                if procs:
+                    # The parent's copy must close, or an early exit downstream never reaches upstream.
+                    procs[-1].stdout.close()  # type: ignore[union-attr]
+                procs.append(proc)
+                assert proc.stdout is not None
+                stdin = proc.stdout
+                log.debug("started stage %s (pid %s)", stage.name, proc.pid)
+            if input_reader is not None:
+                feeder = threading.Thread(
+                    target=_feed, args=(input_reader, procs[0], feeder_error), name="pgbackup-feeder", daemon=True
+                )
+                feeder.start()
+            output = HashingReader(procs[-1].stdout)  # type: ignore[arg-type]
+            sink_value = sink(output)
+            # Drain anything the sink left so the last stage can exit.
+            while output.read(READ_CHUNK_BYTES):
+                pass
+        except BaseException:
+            # A stage that already failed on its own is the cause; judge before killing the rest.
+            for proc in procs:
+                proc.poll()
+            failure = _first_failure(procs, stages, stderr_files)
+            _kill_all(procs)
+            _reap(procs, stages, result, starts)
+            if feeder is not None:
+                feeder.join(timeout=5)
+            if failure is not None:
+                raise failure from None
+            raise
+        _reap(procs, stages, result, starts)
+        if feeder is not None:
+            feeder.join()
+        failure = _first_failure(procs, stages, stderr_files)
+        if failure is not None:
+            raise failure
+        if feeder_error:
+            raise feeder_error[0]
+        for stage, stderr_file in zip(stages, stderr_files, strict=True):
+            warnings = _tail(stderr_file)
+            if warnings:
+                log.info("%s said: %s", stage.name, warnings)
+    result.output_bytes = output.bytes_read
+    result.output_sha256 = output.sha256
+    if input_reader is not None:
+        result.input_bytes = input_reader.bytes_read
+        result.input_sha256 = input_reader.sha256
+    result.seconds = time.monotonic() - started
+    return sink_value, result
+
+
+def _feed(reader: HashingReader, proc: subprocess.Popen[bytes], errors: list[BaseException]) -> None:
+    assert proc.stdin is not None
+    try:
+        while True:
+            chunk = reader.read(READ_CHUNK_BYTES)
+            if not chunk:
+                break
+            proc.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # the stage died; its exit status tells why
+    except BaseException as exc:  # noqa: BLE001 - re-raised by run_chain
+        errors.append(exc)
+        proc.kill()
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+
+
+def _kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+
+def _reap(
+    procs: list[subprocess.Popen[bytes]], stages: Sequence[Stage], result: ChainResult, starts: list[float]
+) -> None:
+    """Wait for every stage, recording wall time, CPU time and peak RSS (from wait4)."""
+    for proc, stage, start in zip(procs, stages, starts, strict=False):
+        if proc.returncode is None:
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            result.stages.append(
+                StageStats(
+                    name=stage.name,
+                    seconds=time.monotonic() - start,
+                    cpu_seconds=usage.ru_utime + usage.ru_stime,
+                    peak_rss_bytes=usage.ru_maxrss * 1024,
+                )
+            )
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _first_failure(
+    procs: list[subprocess.Popen[bytes]], stages: Sequence[Stage], stderr_files: list[BinaryIO]
+) -> PgBackupError | None:
+    """The most upstream failing stage is the cause; downstream ones died of a broken pipe."""
+    for proc, stage, stderr_file in zip(procs, stages, stderr_files, strict=False):
+        if proc.returncode not in (0, None):
+            message = _tail(stderr_file) or f"exit status {proc.returncode}"
+            return stage.error_class(f"{stage.name} failed (exit {proc.returncode}): {message}")
+    return None
+
+
+def _tail(stderr_file: BinaryIO) -> str:
+    stderr_file.seek(0, os.SEEK_END)
+    size = stderr_file.tell()
+    stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))
+    return stderr_file.read().decode("utf-8", "replace").strip()
+
+
+@contextlib.contextmanager
+def private_tempdir(prefix: str, base: str | None = None) -> Iterator[Path]:
+    """A 0700 temporary directory removed on exit."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        os.chmod(path, 0o700)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

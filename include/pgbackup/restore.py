@@ -1,0 +1,331 @@
+"""Restoring a backup, and proving it: restore into a scratch database and compare.
+
+Validation fetches the *stored* copy (not the staging file), checks its sha256 against the
+manifest while decrypting, restores it into ``test_restore_<timestamp>`` on a scratch
+server, compares every table's row count with the snapshot counts in the manifest, runs
+the configured queries, and always drops the scratch database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pgbackup.compress import DecompressStage
+from pgbackup.dump import SYSTEM_SCHEMAS, server_major_version
+from pgbackup.errors import ConfigError, IntegrityError, RestoreError, VerificationError
+from pgbackup.gpg import DecryptStage, Keyring
+from pgbackup.manifest import (
+    VERIFICATION_FAILED,
+    VERIFICATION_PASSED,
+    Manifest,
+    iso,
+    manifest_key,
+    utcnow,
+)
+from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
+from pgbackup.pgtools import find_program
+from pgbackup.pipeline import run_chain, write_to_file
+from pgbackup.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+RESTORED_FILE = "restore.dump"
+
+
+@dataclass(frozen=True)
+class DecryptionKey:
+    armored_private_key: str
+    passphrase: str | None = None
+
+    def __repr__(self) -> str:
+        return "DecryptionKey(<secret>)"
+
+
+@contextlib.contextmanager
+def decryption_keyring(key: DecryptionKey) -> Iterator[Keyring]:
+    with Keyring.temporary() as keyring:
+        keyring.import_private_key(key.armored_private_key, key.passphrase)
+        yield keyring
+
+
+def fetch_plaintext(manifest: Manifest, storage: Storage, keyring: Keyring, target: Path) -> dict[str, Any]:
+    """Download, check sha256 and size, decrypt and decompress into ``target``."""
+    algorithm = manifest.artifact["compression"]["algorithm"]
+    if storage.stat(manifest.object_key) is None:
+        raise RestoreError(f"{storage.url}/{manifest.object_key}: the backup object is missing")
+    started = time.monotonic()
+    try:
+        with storage.open_read(manifest.object_key) as stream:
+            _, result = run_chain(
+                [DecryptStage(keyring), DecompressStage(algorithm)], write_to_file(target), source=stream
+            )
+    except RestoreError:
+        raise
+    except Exception as exc:
+        # A corrupted object usually fails in gpg first; say what it means.
+        raise IntegrityError(
+            f"{storage.url}/{manifest.object_key}: cannot decrypt/decompress the stored object "
+            f"(corrupted, truncated, or encrypted to another key): {exc}"
+        ) from exc
+    if result.input_sha256 != manifest.sha256 or result.input_bytes != manifest.size:
+        target.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"{storage.url}/{manifest.object_key}: stored object has sha256 {result.input_sha256} "
+            f"({result.input_bytes} bytes) but the manifest says {manifest.sha256} ({manifest.size} bytes)"
+        )
+    return {"fetch_seconds": round(time.monotonic() - started, 3), "plaintext_bytes": result.output_bytes}
+
+
+@contextlib.contextmanager
+def scratch_database(scratch: PgConnInfo, prefix: str = "test_restore") -> Iterator[PgConnInfo]:
+    """Create a uniquely named database and drop it on exit, even on failure."""
+    name = f"{prefix}_{utcnow():%Y%m%d_%H%M%S}_{int(time.monotonic() * 1000) % 100000}"
+    admin = connect(scratch)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.close()
+    log.info("created scratch database %s on %s", name, scratch.describe())
+    try:
+        yield scratch.with_dbname(name)
+    finally:
+        admin = connect(scratch)
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            log.info("dropped scratch database %s", name)
+        finally:
+            admin.close()
+
+
+def restore_archive(
+    archive: Path,
+    into: PgConnInfo,
+    dump_format: str,
+    *,
+    jobs: int = 2,
+    sections: tuple[str, ...] = (),
+    replica_role: bool = False,
+) -> float:
+    """Restore a plaintext archive; returns seconds. Stops at the first error."""
+    server_major = server_major_version(into)
+    started = time.monotonic()
+    if dump_format == "custom":
+        argv = [
+            find_program("pg_restore", server_major),
+            "--no-password",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-privileges",
+            f"--dbname={into.dbname}",
+        ]
+        if jobs > 1:
+            argv.append(f"--jobs={jobs}")
+        argv += [f"--section={s}" for s in sections]
+        argv.append(str(archive))
+    else:
+        argv = [
+            find_program("psql", server_major),
+            "--no-password",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            f"--dbname={into.dbname}",
+            "-f",
+            str(archive),
+        ]
+    with libpq_environment(into) as env:
+        if replica_role:
+            # Data-only loads skip FK triggers, as the Supabase CLI's data dumps do.
+            env["PGOPTIONS"] = "-c session_replication_role=replica"
+        done = subprocess.run(argv, env=env, capture_output=True, check=False)
+    if done.returncode != 0:
+        stderr = done.stderr.decode("utf-8", "replace").strip()[-4000:]
+        raise RestoreError(f"restore into {into.describe()} failed (exit {done.returncode}): {stderr}")
+    return time.monotonic() - started
+
+
+def count_rows(conn: PgConnInfo, tables: list[str]) -> dict[str, int | None]:
+    """Exact row counts; None for a table that does not exist."""
+    found: dict[str, int | None] = {}
+    connection = connect(conn)
+    try:
+        with connection.cursor() as cur:
+            for table in tables:
+                cur.execute("SELECT to_regclass(%s)", (table,))
+                if cur.fetchone()[0] is None:
+                    found[table] = None
+                    continue
+                cur.execute(f"SELECT count(*) FROM ONLY {table}")
+                found[table] = int(cur.fetchone()[0])
+    finally:
+        connection.close()
+    return found
+
+
+def list_tables(conn: PgConnInfo) -> list[str]:
+    from pgbackup.dump import _TABLES_SQL, qualified
+
+    connection = connect(conn)
+    try:
+        with connection.cursor() as cur:
+            cur.execute(_TABLES_SQL, (list(SYSTEM_SCHEMAS),))
+            return [qualified(s, t) for s, t in cur.fetchall()]
+    finally:
+        connection.close()
+
+
+def run_queries(conn: PgConnInfo, queries: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The seed's validation queries, where their tables exist."""
+    import psycopg2
+
+    results: list[dict[str, Any]] = []
+    connection = connect(conn, autocommit=True)
+    try:
+        for query in queries:
+            with connection.cursor() as cur:
+                try:
+                    cur.execute(query)
+                    row = cur.fetchone()
+                    results.append({"query": query, "status": "ok", "result": list(row) if row else None})
+                except psycopg2.errors.UndefinedTable:
+                    results.append({"query": query, "status": "skipped", "reason": "table absent"})
+                except psycopg2.Error as exc:
+                    results.append({"query": query, "status": "error", "error": str(exc).strip()})
+    finally:
+        connection.close()
+    return results
+
+
+def compare_counts(manifest: Manifest, found: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+    expected: dict[str, int] = manifest.source.get("row_counts", {})
+    report: dict[str, dict[str, Any]] = {}
+    for table in manifest.source.get("tables", []):
+        want = expected.get(table) if manifest.kind != "schema" else None
+        got = found.get(table)
+        if manifest.kind == "schema":
+            ok = got is not None
+        else:
+            ok = got is not None and got == want
+        report[table] = {"expected": want, "found": got, "ok": ok}
+    return report
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    scratch: PgConnInfo
+    source: PgConnInfo
+    allow_source_server: bool = False
+    queries: tuple[str, ...] = ()
+    restore_jobs: int = 2
+
+    def check(self, target: str) -> None:
+        if self.scratch.is_same_server(self.source) and not self.allow_source_server:
+            raise ConfigError(
+                f"target {target}: the validation scratch server {self.scratch.describe()} is the source server; "
+                "restore tests belong on a separate server (set validation.allow_source_server: true to accept this)"
+            )
+
+
+def validate_backup(
+    manifest: Manifest,
+    storage: Storage,
+    settings: ValidationSettings,
+    key: DecryptionKey,
+    workdir: Path,
+    schema_manifest: Manifest | None = None,
+) -> dict[str, Any]:
+    """Restore the stored copy into a scratch database and compare it with the manifest.
+
+    Returns the verification record (status passed). Raises VerificationError with the
+    record attached when anything differs; the caller records that too.
+    """
+    settings.check(manifest.target)
+    workdir.mkdir(parents=True, exist_ok=True)
+    archive = workdir / RESTORED_FILE
+    started = time.monotonic()
+    record: dict[str, Any] = {
+        "started_at": iso(utcnow()),
+        "scratch_server": f"{settings.scratch.host}:{settings.scratch.port}",
+        "restored_from": f"{storage.url}/{manifest.object_key}",
+    }
+    with decryption_keyring(key) as keyring:
+        record.update(fetch_plaintext(manifest, storage, keyring, archive))
+        schema_archive = None
+        if manifest.kind == "data":
+            if schema_manifest is None:
+                raise RestoreError(
+                    f"{manifest.backup_id}: a data-only backup restores on top of a schema backup, and target "
+                    f"{manifest.target} has no verified schema backup yet; run a schema backup first"
+                )
+            schema_archive = workdir / "schema.dump"
+            fetch_plaintext(schema_manifest, storage, keyring, schema_archive)
+            record["schema_backup_id"] = schema_manifest.backup_id
+    with scratch_database(settings.scratch) as db:
+        record["scratch_database"] = db.dbname
+        restore_started = time.monotonic()
+        if schema_archive is not None and schema_manifest is not None:
+            _restore_data_on_schema(archive, schema_archive, db, manifest, schema_manifest, settings.restore_jobs)
+        else:
+            restore_archive(archive, db, manifest.dump_format, jobs=settings.restore_jobs)
+        record["restore_seconds"] = round(time.monotonic() - restore_started, 3)
+        tables = list(manifest.source.get("tables", []))
+        report = compare_counts(manifest, count_rows(db, tables))
+        record["queries"] = run_queries(db, settings.queries)
+    archive.unlink(missing_ok=True)
+    if schema_archive is not None:
+        schema_archive.unlink(missing_ok=True)
+    record["tables"] = report
+    record["tables_checked"] = len(report)
+    record["mismatches"] = sorted(t for t, r in report.items() if not r["ok"])
+    record["query_errors"] = [q for q in record["queries"] if q["status"] == "error"]
+    record["total_seconds"] = round(time.monotonic() - started, 3)
+    record["verified_at"] = iso(utcnow())
+    record["rto_seconds"] = record["total_seconds"]
+    if record["mismatches"] or record["query_errors"]:
+        record["status"] = VERIFICATION_FAILED
+        details = ", ".join(
+            f"{t}: expected {report[t]['expected']}, found {report[t]['found']}" for t in record["mismatches"][:20]
+        )
+        errors = "; ".join(q["error"] for q in record["query_errors"])
+        raise VerificationError(
+            f"{manifest.backup_id}: restored database differs from the manifest: {details or errors}", record
+        )
+    record["status"] = VERIFICATION_PASSED
+    return record
+
+
+def _restore_data_on_schema(
+    data_archive: Path, schema_archive: Path, db: PgConnInfo, manifest: Manifest, schema_manifest: Manifest, jobs: int
+) -> None:
+    """Schema pre-data, then the data, then constraints and indexes: FK order cannot bite."""
+    if manifest.dump_format == "custom" and schema_manifest.dump_format == "custom":
+        restore_archive(schema_archive, db, "custom", jobs=1, sections=("pre-data",))
+        restore_archive(data_archive, db, "custom", jobs=jobs)
+        restore_archive(schema_archive, db, "custom", jobs=jobs, sections=("post-data",))
+    else:
+        restore_archive(schema_archive, db, schema_manifest.dump_format, jobs=1)
+        restore_archive(data_archive, db, manifest.dump_format, jobs=jobs, replica_role=True)
+
+
+def record_verification(manifest: Manifest, verification: dict[str, Any], storages: list[Storage]) -> Manifest:
+    """Rewrite the manifest at every destination that holds this backup."""
+    manifest.verification = verification
+    for storage in storages:
+        raw = storage.get_bytes(manifest_key(manifest.object_key))
+        if raw is None:
+            continue  # that destination has no complete copy
+        stored = Manifest.from_json(raw, f"{storage.url}/{manifest_key(manifest.object_key)}")
+        stored.verification = verification
+        storage.put_bytes(manifest_key(manifest.object_key), stored.to_json())
+    return manifest
