@@ -199,10 +199,8 @@ class DecryptStage:
             "--quiet",
             "--pinentry-mode",
             "loopback",
-            "--decrypt",
-            "--output",
-            "-",
         ]
         if self.keyring.passphrase_file.exists():
-            argv[-4:-4] = ["--passphrase-file", str(self.keyring.passphrase_file)]
+            argv += ["--passphrase-file", str(self.keyring.passphrase_file)]
+        argv += ["--decrypt", "--output", "-"]
         yield StageCommand(argv)

@@ -17,8 +17,12 @@ from pgbackup_airflow.operators.base import PgBackupBaseOperator
 
 
 def backup_asset(target: str) -> Asset:
-    """The Asset a verified backup of ``target`` updates; its event's extra is the manifest summary."""
-    return Asset(name=f"pgbackup_{target}", uri=f"pgbackup://{target}/verified")
+    """The Asset a verified backup of ``target`` updates; its event's extra is the manifest summary.
+
+    Name only: a URI with a custom scheme makes Airflow load every provider's URI handlers
+    at parse time (about 0.8 s here).
+    """
+    return Asset(name=f"pgbackup_verified_backup_{target}")
 
 
 class ValidateBackupOperator(PgBackupBaseOperator):
