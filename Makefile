@@ -1,0 +1,31 @@
+# Two commands on a fresh Debian/Ubuntu machine with Python 3.11+:
+#   make demo   - everything set up, a real Airflow 3 runs pg_backup_daily, the result is printed
+#   make test   - the whole test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo demo-stop test lint bench setup
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m devtools.system_packages
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m devtools.demo run $(DEMO_ARGS)
+
+demo-stop:
+	$(PYTHON) -m devtools.demo stop
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
