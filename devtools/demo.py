@@ -66,7 +66,7 @@ def airflow_connections(source: Any, scratch: Any, moto: Any, slack_url: str, pr
             "conn_type": "aws", "login": creds["aws_access_key_id"], "password": creds["aws_secret_access_key"],
             "extra": {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1"}}),
         "AIRFLOW_CONN_SLACK_BACKUP_ALERTS": json.dumps({
-            "conn_type": "slackwebhook", "host": slack_url, "password": "/services/T000/B000/demo"}),
+            "conn_type": "slackwebhook", "host": f"{slack_url}/services", "password": "T000/B000/demo"}),
         "AIRFLOW_CONN_PGBACKUP_GPG_PRIVATE_KEY": json.dumps({
             "conn_type": "generic", "password": passphrase, "extra": {"private_key": private_key}}),
     }

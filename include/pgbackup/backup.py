@@ -31,7 +31,7 @@ from pgbackup.manifest import (
     utcnow,
 )
 from pgbackup.pgconn import PgConnInfo, check_profile
-from pgbackup.pipeline import ChainResult, HashingReader, StageStats, run_chain, write_to_file
+from pgbackup.pipeline import ChainResult, HashingReader, Stage, StageStats, run_chain, write_to_file
 from pgbackup.profiles import profile_for
 from pgbackup.storage.base import Storage, UploadResult
 
@@ -238,7 +238,7 @@ def stream_backup(request: BackupRequest, primary: Storage, destination: str) ->
     with recipient_keyring(request) as (keyring, recipients), _snapshot(request) as session:
         assert session.info is not None
         dump = _dump_stage(request, checked.server_major, session.info.snapshot)
-        stages = [
+        stages: list[Stage] = [
             dump,
             CompressStage(compression.algorithm, compression.level, compression.threads),
             EncryptStage(keyring, tuple(r.fingerprint for r in recipients)),

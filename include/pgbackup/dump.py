@@ -37,6 +37,14 @@ WHERE c.relkind = 'r'
 ORDER BY 1, 2
 """
 
+# Neither a schema-only nor a data-only dump populates these; a restore of the pair refreshes them.
+_POPULATED_MATVIEWS_SQL = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname <> ALL(%s)
+ORDER BY c.oid
+"""
+
 
 def qualified(schema: str, table: str) -> str:
     """The manifest's table key: ``schema.table`` with identifiers quoted when needed."""
@@ -57,6 +65,7 @@ class SourceInfo:
     snapshot: str | None
     tables: list[str] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
+    populated_matviews: list[str] = field(default_factory=list)
 
     @property
     def server_major(self) -> int:
@@ -70,6 +79,7 @@ class SourceInfo:
             "snapshot": self.snapshot,
             "tables": self.tables,
             "row_counts": self.row_counts,
+            "populated_matviews": self.populated_matviews,
         }
 
 
@@ -96,10 +106,12 @@ class SnapshotSession:
                 snapshot, version, version_num, database = cur.fetchone()
                 cur.execute(_TABLES_SQL, (list(SYSTEM_SCHEMAS + self.exclude_schemas),))
                 tables = [qualified(s, t) for s, t in cur.fetchall()]
+                cur.execute(_POPULATED_MATVIEWS_SQL, (list(SYSTEM_SCHEMAS + self.exclude_schemas),))
+                matviews = [qualified(s, t) for s, t in cur.fetchall()]
         except Exception as exc:
             self._conn.close()
             raise DumpError(f"{self.conn_info.describe()}: cannot start the snapshot session: {exc}") from exc
-        self.info = SourceInfo(database, version, version_num, snapshot, tables)
+        self.info = SourceInfo(database, version, version_num, snapshot, tables, populated_matviews=matviews)
         return self
 
     def start_counting(self) -> None:

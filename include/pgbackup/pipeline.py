@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import IO, BinaryIO, Protocol, TypeVar
 
 from pgbackup.errors import PgBackupError
 
@@ -42,8 +42,11 @@ class StageCommand:
 class Stage(Protocol):
     """Something that can be run as one program of a pipeline."""
 
-    name: str
-    error_class: type[PgBackupError]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def error_class(self) -> type[PgBackupError]: ...
 
     def command(self) -> contextlib.AbstractContextManager[StageCommand]:
         """Yield the command; whatever it needs (a passfile, a keyring) lives until exit."""
@@ -97,7 +100,7 @@ class HashingReader:
 
 def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
     """Copy in bounded chunks."""
-    shutil.copyfileobj(source, target, READ_CHUNK_BYTES)  # type: ignore[misc]
+    shutil.copyfileobj(source, target, READ_CHUNK_BYTES)
 
 
 def write_to_file(path: Path) -> Callable[[HashingReader], None]:
@@ -139,7 +142,7 @@ def run_chain(
         feeder: threading.Thread | None = None
         feeder_error: list[BaseException] = []
         input_reader: HashingReader | None = None
-        stdin: int | BinaryIO
+        stdin: int | IO[bytes]
         if source is None:
             stdin = subprocess.DEVNULL
         elif isinstance(source, Path):
@@ -256,7 +259,7 @@ def _reap(
 
 
 def _first_failure(
-    procs: list[subprocess.Popen[bytes]], stages: Sequence[Stage], stderr_files: list[BinaryIO]
+    procs: list[subprocess.Popen[bytes]], stages: Sequence[Stage], stderr_files: Sequence[IO[bytes]]
 ) -> PgBackupError | None:
     """The most upstream failing stage is the cause; downstream ones died of a broken pipe."""
     for proc, stage, stderr_file in zip(procs, stages, stderr_files, strict=False):
@@ -266,7 +269,7 @@ def _first_failure(
     return None
 
 
-def _tail(stderr_file: BinaryIO) -> str:
+def _tail(stderr_file: IO[bytes]) -> str:
     stderr_file.seek(0, os.SEEK_END)
     size = stderr_file.tell()
     stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))

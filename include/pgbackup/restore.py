@@ -275,7 +275,8 @@ def validate_backup(
         record["scratch_database"] = db.dbname
         restore_started = time.monotonic()
         if schema_archive is not None and schema_manifest is not None:
-            _restore_data_on_schema(archive, schema_archive, db, manifest, schema_manifest, settings.restore_jobs)
+            restore_schema_and_data(schema_archive, archive, db, schema_manifest.dump_format, manifest.dump_format,
+                                    schema_manifest.source.get("populated_matviews", []), settings.restore_jobs)
         else:
             restore_archive(archive, db, manifest.dump_format, jobs=settings.restore_jobs)
         record["restore_seconds"] = round(time.monotonic() - restore_started, 3)
@@ -305,17 +306,34 @@ def validate_backup(
     return record
 
 
-def _restore_data_on_schema(
-    data_archive: Path, schema_archive: Path, db: PgConnInfo, manifest: Manifest, schema_manifest: Manifest, jobs: int
+def restore_schema_and_data(
+    schema_archive: Path, data_archive: Path, db: PgConnInfo, schema_format: str, data_format: str,
+    populated_matviews: list[str], jobs: int = 2,
 ) -> None:
-    """Schema pre-data, then the data, then constraints and indexes: FK order cannot bite."""
-    if manifest.dump_format == "custom" and schema_manifest.dump_format == "custom":
+    """Schema pre-data, then the data, then constraints and indexes, so FK order cannot bite.
+
+    Materialized views are data that neither a schema-only nor a data-only dump carries,
+    so the ones populated at the source are refreshed at the end, as a full restore would.
+    """
+    if schema_format == "custom" and data_format == "custom":
         restore_archive(schema_archive, db, "custom", jobs=1, sections=("pre-data",))
         restore_archive(data_archive, db, "custom", jobs=jobs)
         restore_archive(schema_archive, db, "custom", jobs=jobs, sections=("post-data",))
     else:
-        restore_archive(schema_archive, db, schema_manifest.dump_format, jobs=1)
-        restore_archive(data_archive, db, manifest.dump_format, jobs=jobs, replica_role=True)
+        restore_archive(schema_archive, db, schema_format, jobs=1)
+        restore_archive(data_archive, db, data_format, jobs=jobs, replica_role=True)
+    refresh_materialized_views(db, populated_matviews)
+
+
+def refresh_materialized_views(db: PgConnInfo, names: list[str]) -> None:
+    """Refresh these materialized views, in the given (creation) order."""
+    connection = connect(db)
+    try:
+        with connection.cursor() as cur:
+            for name in names:
+                cur.execute(f"REFRESH MATERIALIZED VIEW {name}")
+    finally:
+        connection.close()
 
 
 def record_verification(manifest: Manifest, verification: dict[str, Any], storages: list[Storage]) -> Manifest:

@@ -18,9 +18,10 @@ TASK_FAILED_TEXT = (
     ":red_circle: pgbackup: task `{{ ti.task_id }}` of `{{ dag.dag_id }}` failed "
     "(run `{{ run_id }}`, try {{ ti.try_number }}): {{ exception }}"
 )
+# The triggerer's context has only ``dag_run`` (REST shape: ``dag_run_id``) and ``deadline``.
 DEADLINE_MISSED_TEXT = (
-    ":hourglass: pgbackup: a `{dag_id}` run is still not finished {minutes} minutes after it was queued "
-    "(deadline missed): {{{{ dag_run.run_id if dag_run is defined else 'see the Airflow UI' }}}}"
+    ":hourglass: pgbackup: `{dag_id}` run `{{{{ dag_run.dag_run_id }}}}` is still not finished "
+    "{minutes} minutes after it was queued (deadline missed)"
 )
 
 
@@ -50,8 +51,22 @@ class SlackAlert(BaseNotifier):
         await self._provider_notifier().async_notify(context)
 
 
-def task_failure_notifier(slack_conn_id: str) -> SlackAlert:
-    return SlackAlert(slack_webhook_conn_id=slack_conn_id, text=TASK_FAILED_TEXT)
+class TaskFailureAlert:
+    """``on_failure_callback``: a fresh notifier per failure.
+
+    A notifier renders its template into itself, so one shared instance would repeat the
+    first failure's text for every later one in the same process.
+    """
+
+    def __init__(self, slack_conn_id: str) -> None:
+        self.slack_conn_id = slack_conn_id
+
+    def __call__(self, context: Any) -> None:
+        SlackAlert(slack_webhook_conn_id=self.slack_conn_id, text=TASK_FAILED_TEXT)(context)
+
+
+def task_failure_notifier(slack_conn_id: str) -> TaskFailureAlert:
+    return TaskFailureAlert(slack_conn_id)
 
 
 def late_run_deadline(slack_conn_id: str, minutes: int, dag_id: str) -> DeadlineAlert:

@@ -269,7 +269,7 @@ class Storage(ABC):
     def put_file(self, key: str, path: str | Path) -> UploadResult:
         check_relative_path(key, "storage key")
         with self._guard("open local file for upload", str(path)):
-            handle = open(path, "rb")  # noqa: SIM115 - closed below, opening is guarded apart
+            handle = open(path, "rb")
         with handle:
             size = Path(path).stat().st_size
             return self._upload(key, HashingReader(handle, self._extra_digests()), size)
@@ -297,8 +297,8 @@ class Storage(ABC):
         finally:
             try:
                 raw.close()
-            except Exception as exc:  # closing a finished download must not mask the real outcome
-                log.debug("closing reader for %s failed: %s", key, exc)
+            except Exception:  # closing a finished download must not mask the real outcome
+                log.warning("closing the reader of %s key %s failed", self.url, key, exc_info=True)
 
     def get_bytes(self, key: str) -> bytes | None:
         """A small object's bytes, or None when it does not exist."""
@@ -361,9 +361,7 @@ class Storage(ABC):
             more = len(failed) - len(shown)
             detail = "; ".join(f"{key}: {reason}" for key, reason in shown)
             suffix = f"; and {more} more" if more else ""
-            raise StorageError(
-                f"delete failed for {len(failed)} of {len(todo)} keys in {self.url}: {detail}{suffix}"
-            )
+            raise StorageError(f"delete failed for {len(failed)} of {len(todo)} keys in {self.url}: {detail}{suffix}")
 
     def verify(self, key: str, sha256: str, size: int) -> None:
         """Stream the object back and compare size and sha256 (detects corruption at rest)."""

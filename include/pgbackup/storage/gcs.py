@@ -50,6 +50,21 @@ def _md5() -> Any:
     return hashlib.md5(usedforsecurity=False)  # integrity check, not security
 
 
+def _cancel(writer: Any, key: str) -> None:
+    """Cancel a resumable session so the partial data never becomes an object.
+
+    Never leave the writer merely unreferenced: BlobWriter is an io object, so garbage
+    collection calls close(), which would FINALIZE the upload with the partial data.
+    """
+    try:
+        writer.terminate()  # DELETEs the session and closes the buffer
+    except Exception:
+        log.warning("could not cancel the resumable upload of %s", key, exc_info=True)
+    finally:
+        if not writer.closed:
+            writer._buffer.close()  # last resort (private): makes a later close() a no-op upload-wise
+
+
 def _crc32c_b64(checksum: bytes) -> str:
     return base64.b64encode(checksum).decode("ascii")
 
@@ -81,7 +96,8 @@ class GcsStorage(Storage):
             raise ConfigError(f"{url}: endpoint must look like http://host:port, got {endpoint!r}")
         if not isinstance(chunk_size, int) or chunk_size <= 0 or chunk_size % GCS_CHUNK_GRANULARITY:
             raise ConfigError(
-                f"{url}: chunk_size must be a positive multiple of {GCS_CHUNK_GRANULARITY} (256 KiB), got {chunk_size!r}"
+                f"{url}: chunk_size must be a positive multiple of {GCS_CHUNK_GRANULARITY} bytes (256 KiB), "
+                f"got {chunk_size!r}"
             )
         if not isinstance(page_size, int) or not 1 <= page_size <= GCS_MAX_PAGE_SIZE:
             raise ConfigError(f"{url}: page_size must be an int from 1 to {GCS_MAX_PAGE_SIZE}, got {page_size!r}")
@@ -128,13 +144,19 @@ class GcsStorage(Storage):
         blob = self._blob(key)
         # checksum=None: we compare md5/crc32c ourselves after reload() and delete on mismatch.
         writer = blob.open(
-            "wb", chunk_size=self.chunk_size, ignore_flush=True, checksum=None,
+            "wb",
+            chunk_size=self.chunk_size,
+            ignore_flush=True,
+            checksum=None,
             content_type="application/octet-stream",
         )
-        # No close() on failure: an unfinished resumable session never becomes an object.
-        while chunk := reader.read(READ_CHUNK):
-            writer.write(chunk)
-        writer.close()
+        try:
+            while chunk := reader.read(READ_CHUNK):
+                writer.write(chunk)
+        except BaseException:
+            _cancel(writer, key)
+            raise
+        writer.close()  # finalizes the object
         blob.reload()
         if blob.size != reader.size:
             raise self._reject_upload(key, "stored size", reader.size, blob.size)
@@ -162,8 +184,9 @@ class GcsStorage(Storage):
 
     def _info(self, blob: gcs.Blob) -> ObjectInfo:
         checksums = {name: value for name, value in (("md5", blob.md5_hash), ("crc32c", blob.crc32c)) if value}
-        return ObjectInfo(key=blob.name[len(self.prefix) :], size=int(blob.size or 0), checksums=checksums,
-                          updated=blob.updated)
+        return ObjectInfo(
+            key=blob.name[len(self.prefix) :], size=int(blob.size or 0), checksums=checksums, updated=blob.updated
+        )
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         blobs = self.client.list_blobs(self.bucket_name, prefix=self.prefix + prefix, page_size=self.page_size)

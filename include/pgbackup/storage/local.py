@@ -12,7 +12,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -78,7 +78,7 @@ class LocalStorage(Storage):
 
     def _open(self, key: str) -> BinaryIO | None:
         try:
-            return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+            return open(self._path(key), "rb")
         except FileNotFoundError:
             return None
 
@@ -89,7 +89,7 @@ class LocalStorage(Storage):
             return None
         if not _is_regular(info.st_mode):
             return None
-        return ObjectInfo(key=key, size=info.st_size, updated=datetime.fromtimestamp(info.st_mtime, timezone.utc))
+        return ObjectInfo(key=key, size=info.st_size, updated=datetime.fromtimestamp(info.st_mtime, UTC))
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
@@ -115,7 +115,7 @@ class LocalStorage(Storage):
                 continue
             info = entry.stat()
             if _is_regular(info.st_mode):
-                yield ObjectInfo(key=rel, size=info.st_size, updated=datetime.fromtimestamp(info.st_mtime, timezone.utc))
+                yield ObjectInfo(key=rel, size=info.st_size, updated=datetime.fromtimestamp(info.st_mtime, UTC))
 
     def _delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -91,9 +91,7 @@ class S3Storage(Storage):
         page_size: int = S3_MAX_PAGE_SIZE,
         send_checksums: bool = True,
     ) -> None:
-        self.bucket, self.prefix = split_bucket_url(
-            url, "s3", S3_BUCKET_RE, "3-255 letters, digits, '.', '-' or '_'"
-        )
+        self.bucket, self.prefix = split_bucket_url(url, "s3", S3_BUCKET_RE, "3-255 letters, digits, '.', '-' or '_'")
         built_from = [endpoint_url, region_name, aws_access_key_id, aws_secret_access_key, aws_session_token]
         if client is not None and (any(v is not None for v in built_from) or force_path_style):
             raise ConfigError(
@@ -120,7 +118,7 @@ class S3Storage(Storage):
         self.send_checksums = send_checksums
         self._client = client
         self._client_lock = threading.Lock()
-        self._endpoint_url = endpoint_url
+        self.endpoint_url = endpoint_url
         self._region_name = region_name
         self._force_path_style = force_path_style
         # Private, never logged or shown by repr.
@@ -138,7 +136,9 @@ class S3Storage(Storage):
     def _build_client(self) -> Any:
         key_id, secret, token = self._credentials
         session = boto3.session.Session(
-            aws_access_key_id=key_id, aws_secret_access_key=secret, aws_session_token=token,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
             region_name=self._region_name,
         )
         config = Config(
@@ -149,7 +149,7 @@ class S3Storage(Storage):
             retries={"mode": "standard", "max_attempts": 5},
             max_pool_connections=max(10, self.max_concurrency + 2),
         )
-        return session.client("s3", endpoint_url=self._endpoint_url, config=config)
+        return session.client("s3", endpoint_url=self.endpoint_url, config=config)
 
     def _full(self, key: str) -> str:
         return self.prefix + key
@@ -183,9 +183,7 @@ class S3Storage(Storage):
         if self.send_checksums:
             extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha)}
         self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
-        return self._check_stored(
-            key, reader, parts=0, composite=_b64(sha), etag=_md5(data).hexdigest(), md5_full=None
-        )
+        return self._check_stored(key, reader, parts=0, composite=_b64(sha), etag=_md5(data).hexdigest(), md5_full=None)
 
     def _put_multipart(self, key: str, reader: HashingReader, part_size: int, head: list[bytes]) -> str:
         full = self._full(key)
@@ -243,8 +241,8 @@ class S3Storage(Storage):
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id)
             log.info("aborted multipart upload of %s key %s", self.url, key)
-        except Exception as exc:  # the original failure matters more; a lifecycle rule can clean up
-            log.error("could not abort multipart upload of %s key %s: %s", self.url, key, exc)
+        except Exception:  # the original failure matters more; a lifecycle rule can clean up
+            log.error("could not abort multipart upload of %s key %s", self.url, key, exc_info=True)
 
     def _check_stored(
         self, key: str, reader: HashingReader, *, parts: int, composite: str, etag: str, md5_full: str | None
@@ -263,8 +261,10 @@ class S3Storage(Storage):
                 raise self._reject_upload(key, "ChecksumSHA256", expected, stored)
             return "s3:ChecksumSHA256-composite" if parts and value == composite else "s3:ChecksumSHA256"
         found_etag = str(head.get("ETag", "")).strip('"')
-        if found_etag and head.get("ServerSideEncryption") not in _NON_MD5_ETAG_SSE and not head.get(
-            "SSECustomerAlgorithm"
+        if (
+            found_etag
+            and head.get("ServerSideEncryption") not in _NON_MD5_ETAG_SSE
+            and not head.get("SSECustomerAlgorithm")
         ):
             if found_etag not in (etag, md5_full):
                 raise self._reject_upload(key, "ETag", etag, found_etag)

@@ -1,0 +1,75 @@
+"""Engine fixtures: a second real cluster for restore tests, real gpg keys, backup requests."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.gpg_keys import GeneratedKey, generate_key
+from devtools.pg_cluster import TemporaryCluster
+from pgbackup.backup import BackupRequest
+from pgbackup.config import CompressionConfig, EncryptionConfig
+from pgbackup.pgconn import PgConnInfo
+from pgbackup.restore import DecryptionKey, ValidationSettings
+
+RECIPIENT = "backups@projectx.example"
+_names = itertools.count(1)
+
+
+def conn_info(cluster: TemporaryCluster, dbname: str = "postgres", label: str = "") -> PgConnInfo:
+    return PgConnInfo(cluster.host, cluster.port, cluster.user, dbname, cluster.password, label=label or dbname)
+
+
+@pytest.fixture(scope="session")
+def scratch_cluster() -> Iterator[TemporaryCluster]:
+    """A separate server for restore tests, as the config requires."""
+    with TemporaryCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> GeneratedKey:
+    return generate_key(tmp_path_factory.mktemp("keys"), RECIPIENT)
+
+
+@pytest.fixture(scope="session")
+def decryption_key(gpg_key: GeneratedKey) -> DecryptionKey:
+    return DecryptionKey(gpg_key.private_key_armored, gpg_key.passphrase)
+
+
+@pytest.fixture
+def source_db(pg_cluster: TemporaryCluster) -> Iterator[PgConnInfo]:
+    name = f"source_{next(_names)}"
+    pg_cluster.create_database(name)
+    yield conn_info(pg_cluster, name, f"target test ({name})")
+    pg_cluster.drop_database(name)
+
+
+def make_request(source: PgConnInfo, key: GeneratedKey, kind: str = "full", **overrides: object) -> BackupRequest:
+    values: dict[str, object] = {
+        "target": "projectx",
+        "source": source,
+        "kind": kind,
+        "compression": CompressionConfig("zstd", 3),
+        "encryption": EncryptionConfig((key.email,), (str(key.public_key_file),), "unused"),
+        "public_key_files": (key.public_key_file,),
+    }
+    values.update(overrides)
+    return BackupRequest(**values)  # type: ignore[arg-type]
+
+
+def validation_settings(scratch: TemporaryCluster, source: PgConnInfo, **overrides: object) -> ValidationSettings:
+    values: dict[str, object] = {"scratch": conn_info(scratch, label="scratch"), "source": source,
+                                 "queries": ("SELECT count(*) FROM users",)}
+    values.update(overrides)
+    return ValidationSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "staging"
+    path.mkdir()
+    return path
