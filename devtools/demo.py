@@ -66,7 +66,7 @@ def airflow_connections(source: Any, scratch: Any, moto: Any, slack_url: str, pr
             "conn_type": "aws", "login": creds["aws_access_key_id"], "password": creds["aws_secret_access_key"],
             "extra": {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1"}}),
         "AIRFLOW_CONN_SLACK_BACKUP_ALERTS": json.dumps({
-            "conn_type": "slackwebhook", "host": f"{slack_url}/services", "password": "T000/B000/demo"}),
+            "conn_type": "slackwebhook", "password": slack_url}),  # a full URL is allowed
         "AIRFLOW_CONN_PGBACKUP_GPG_PRIVATE_KEY": json.dumps({
             "conn_type": "generic", "password": passphrase, "extra": {"private_key": private_key}}),
     }
@@ -149,7 +149,7 @@ def report(airflow: Any, run_id: str, state: str, backups_dir: Path, moto: Any, 
     if state != "success":
         print(f"\nthe run failed; Slack received {len(slack.posts)} alert(s); logs under {DEMO_DIR / 'airflow'}")
         for post in slack.posts:
-            print("    slack:", post.get("json", {}).get("text", post))
+            print("    slack:", (post.body or {}).get("text", post.raw[:200]))
         return
     summary = airflow.xcom(DAG_ID, run_id, f"{TARGET}.validate")
     key = summary["object_key"]

@@ -157,7 +157,7 @@ def split_bucket_url(url: str, scheme: str, bucket_pattern: re.Pattern[str], buc
         raise ConfigError(f"storage URL {url!r} has no bucket; {expected}")
     if not bucket_pattern.fullmatch(bucket):
         raise ConfigError(f"storage URL {url!r}: bucket {bucket!r} is invalid ({bucket_rule}); {expected}")
-    prefix = parts.path.strip("/")
+    prefix = parts.path.removeprefix("/").rstrip("/")
     if prefix:
         check_relative_path(prefix, f"storage URL {url!r} prefix")
         prefix += "/"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import math
 import re
@@ -44,7 +45,7 @@ S3_MAX_PART_SIZE = 5 * GiB
 S3_MAX_PARTS = 10_000
 S3_MAX_DELETE_BATCH = 1000  # keys per DeleteObjects call
 S3_MAX_PAGE_SIZE = 1000  # keys per ListObjectsV2 page
-# Our defaults: memory per upload is about (concurrency + 1) * part size = 80 MiB.
+# Our defaults: memory per upload is about (concurrency + 2) * part size = 96 MiB.
 S3_DEFAULT_PART_SIZE = 16 * MiB
 S3_DEFAULT_CONCURRENCY = 4
 # boto's own bucket check, minus the dots-only corner cases S3-compatible services reject.
@@ -182,7 +183,7 @@ class S3Storage(Storage):
         extra: dict[str, str] = {}
         if self.send_checksums:
             extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha)}
-        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data, **extra)
+        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=io.BytesIO(data), **extra)
         return self._check_stored(key, reader, parts=0, composite=_b64(sha), etag=_md5(data).hexdigest(), md5_full=None)
 
     def _put_multipart(self, key: str, reader: HashingReader, part_size: int, head: list[bytes]) -> str:
@@ -232,8 +233,9 @@ class S3Storage(Storage):
     def _upload_part(self, full: str, upload_id: str, number: int, data: bytes) -> _Part:
         sha = hashlib.sha256(data).digest()  # hashed in the worker thread: hashlib releases the GIL
         extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha)} if self.send_checksums else {}
+        # A file-like body: given bytes, botocore copies headers + body into one buffer per request.
         response = self.client.upload_part(
-            Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=data, **extra
+            Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=io.BytesIO(data), **extra
         )
         return _Part(number=number, etag=response["ETag"], sha256=sha, md5=_md5(data).digest())
 

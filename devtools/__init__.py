@@ -1,0 +1,1 @@
+"""Developer and test tooling for pgbackup: throwaway PostgreSQL clusters, demo data, DB comparison."""

@@ -1,0 +1,77 @@
+"""A Supabase-shaped PostgreSQL cluster for tests: platform roles, schemas and objects.
+
+The bootstrap superuser is ``supabase_admin`` (as on Supabase); ``postgres`` is a
+NOSUPERUSER login role with Supabase's documented extra rights. The platform lives in
+the ``postgres`` database, as in a Supabase project. SQL is in ``devtools/supabase_sql``.
+
+    with supabase_cluster() as sb:
+        load_demo_app(sb)
+        sb.postgres_dsn()        # connect as the non-superuser postgres, like pgbackup does
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from devtools.db_compare import psql_file
+from devtools.pg_cluster import TemporaryCluster, _quote_conninfo
+
+SQL_DIR = Path(__file__).resolve().parent / "supabase_sql"
+PLATFORM_SQL = SQL_DIR / "platform.sql"
+APP_SQL = SQL_DIR / "app.sql"
+SUPERUSER = "supabase_admin"
+PROJECT_DB = "postgres"
+
+
+@dataclass
+class SupabaseCluster:
+    cluster: TemporaryCluster
+    postgres_password: str
+
+    @property
+    def host(self) -> str:
+        return self.cluster.host
+
+    @property
+    def port(self) -> int:
+        assert self.cluster.port is not None
+        return self.cluster.port
+
+    def postgres_dsn(self, dbname: str = PROJECT_DB) -> str:
+        """DSN for the non-superuser ``postgres`` role (what a Supabase user gets)."""
+        parts = {"host": self.host, "port": self.port, "user": "postgres", "dbname": dbname,
+                 "password": self.postgres_password}
+        return " ".join(f"{k}={_quote_conninfo(v)}" for k, v in parts.items())
+
+    def admin_dsn(self, dbname: str = PROJECT_DB) -> str:
+        """DSN for the platform superuser ``supabase_admin`` (what Supabase itself uses)."""
+        return self.cluster.dsn(dbname)
+
+
+def install_platform(cluster: TemporaryCluster, postgres_password: str) -> None:
+    """Turn a cluster bootstrapped by ``supabase_admin`` into a fresh Supabase-shaped project."""
+    psql_file(cluster.dsn(PROJECT_DB), PLATFORM_SQL)
+    conn = cluster.connect(PROJECT_DB)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("ALTER ROLE postgres PASSWORD %s", (postgres_password,))
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def supabase_cluster() -> Iterator[SupabaseCluster]:
+    """A fresh Supabase-shaped project on its own throwaway cluster."""
+    password = secrets.token_urlsafe(18)
+    with TemporaryCluster(user=SUPERUSER) as cluster:
+        install_platform(cluster, password)
+        yield SupabaseCluster(cluster, password)
+
+
+def load_demo_app(project: SupabaseCluster, sql: Path = APP_SQL) -> None:
+    """Load the demo app as ``postgres``, exactly as a project's SQL editor would run it."""
+    psql_file(project.postgres_dsn(), sql)

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures: one real PostgreSQL 15 cluster per test session."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.pg_cluster import TemporaryCluster
+
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[TemporaryCluster]:
+    """A private cluster (scram-sha-256, superuser ``postgres``) on 127.0.0.1, removed at session end."""
+    with TemporaryCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_database(pg_cluster: TemporaryCluster) -> Iterator[str]:
+    """DSN of a fresh empty database in ``pg_cluster``, dropped after the test."""
+    name = f"test_db_{next(_db_counter)}"
+    dsn = pg_cluster.create_database(name)
+    yield dsn
+    pg_cluster.drop_database(name)
