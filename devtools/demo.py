@@ -29,6 +29,8 @@ RECIPIENT = "backups@projectx.example"
 def write_demo_config(path: Path, *, backups_dir: Path, key_file: Path, staging: Path) -> None:
     config = {
         "owner": "demo",
+        "retries": 1,
+        "retry_delay_seconds": 5,
         "staging_dir": str(staging),
         "targets": [{
             "name": TARGET,

@@ -124,8 +124,16 @@ class SnapshotSession:
         try:
             with self._conn.cursor() as cur:
                 for table in self.info.tables:
-                    cur.execute(f"SELECT count(*) FROM ONLY {table}")
-                    self.info.row_counts[table] = int(cur.fetchone()[0])
+                    # A failed count must not abort the transaction: pg_dump may not have
+                    # imported the exported snapshot yet, and an aborted one cannot be imported.
+                    cur.execute("SAVEPOINT pgbackup_count")
+                    try:
+                        cur.execute(f"SELECT count(*) FROM ONLY {table}")  # noqa: S608 - quoted identifiers
+                        self.info.row_counts[table] = int(cur.fetchone()[0])
+                    except Exception:
+                        cur.execute("ROLLBACK TO SAVEPOINT pgbackup_count")
+                        raise
+                    cur.execute("RELEASE SAVEPOINT pgbackup_count")
         except BaseException as exc:  # noqa: BLE001 - surfaced by finish_counting
             self._count_error.append(exc)
 
