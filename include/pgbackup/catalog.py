@@ -35,6 +35,16 @@ class Catalog:
         found = self.of(kind=kind, verified_only=True)
         return found[0] if found else None
 
+    def schema_for_data(self) -> Manifest | None:
+        """What a data-only backup restores onto: the newest verified schema backup, or full
+        backup in custom format (its pre-data and post-data sections are the schema)."""
+        candidates = [
+            m
+            for m in self.of(verified_only=True)
+            if m.kind == "schema" or (m.kind == "full" and m.dump_format == "custom")
+        ]
+        return candidates[0] if candidates else None
+
 
 def read_catalog(storage: Storage, target: str) -> Catalog:
     """List ``<target>/`` once; a failed listing raises (so callers delete nothing)."""

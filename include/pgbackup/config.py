@@ -218,7 +218,7 @@ class DailyScheduleConfig:
     full: str = "0 6 * * *"
     schema: str = "0 12 * * *"
     data: str = "0 18 * * *"
-    deadline_minutes: int = 90
+    deadline_minutes: float = 90
 
     def cron_for(self, kind: str) -> str:
         return str(getattr(self, kind))
@@ -244,6 +244,8 @@ class PgBackupConfig:
     slack_conn_id: str | None
     staging_dir: str
     owner: str = "data-platform"
+    retries: int = 2
+    retry_delay_seconds: int = 60
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -324,6 +326,8 @@ def parse_config(data: Any, source: str = "<config>") -> PgBackupConfig:
             "slack",
             "staging_dir",
             "owner",
+            "retries",
+            "retry_delay_seconds",
         },
         "top level",
     )
@@ -375,10 +379,10 @@ def parse_config(data: Any, source: str = "<config>") -> PgBackupConfig:
             kind: _check_cron(_optional(daily_raw, kind, "schedule.daily", str, default), f"schedule.daily.{kind}")
             for kind, default in (("full", "0 6 * * *"), ("schema", "0 12 * * *"), ("data", "0 18 * * *"))
         },
-        deadline_minutes=_optional(daily_raw, "deadline_minutes", "schedule.daily", int, 90),
+        deadline_minutes=float(_optional(daily_raw, "deadline_minutes", "schedule.daily", (int, float), 90)),
     )
-    if daily.deadline_minutes < 1:
-        raise ConfigError(f"schedule.daily.deadline_minutes: expected at least 1, got {daily.deadline_minutes}")
+    if daily.deadline_minutes <= 0:
+        raise ConfigError(f"schedule.daily.deadline_minutes: expected more than 0, got {daily.deadline_minutes}")
 
     slack_raw = _optional(data, "slack", "config", dict, {})
     _reject_unknown(slack_raw, {"conn_id"}, "slack")
@@ -401,7 +405,17 @@ def parse_config(data: Any, source: str = "<config>") -> PgBackupConfig:
         slack_conn_id=slack_conn_id,
         staging_dir=staging_dir,
         owner=_optional(data, "owner", "config", str, "data-platform"),
+        retries=_non_negative(_optional(data, "retries", "config", int, 2), "retries"),
+        retry_delay_seconds=_non_negative(
+            _optional(data, "retry_delay_seconds", "config", int, 60), "retry_delay_seconds"
+        ),
     )
+
+
+def _non_negative(value: int, key: str) -> int:
+    if value < 0:
+        raise ConfigError(f"{key}: expected 0 or more, got {value}")
+    return value
 
 
 def _unique(names: list[str], where: str) -> None:

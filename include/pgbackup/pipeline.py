@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 1024 * 1024
 STDERR_TAIL_BYTES = 8192
+RSS_SAMPLE_SECONDS = 0.05
 T = TypeVar("T")
 
 
@@ -151,6 +152,7 @@ def run_chain(
             stdin = subprocess.PIPE
             input_reader = HashingReader(source)
         starts: list[float] = []
+        rss = _PeakRssSampler()
         try:
             for index, (stage, command) in enumerate(zip(stages, commands, strict=True)):
                 proc = subprocess.Popen(
@@ -163,6 +165,7 @@ def run_chain(
                     close_fds=True,
                 )
                 starts.append(time.monotonic())
+                rss.watch(proc.pid)
                 if procs:
                     # The parent's copy must close, or an early exit downstream never reaches upstream.
                     procs[-1].stdout.close()  # type: ignore[union-attr]
@@ -175,24 +178,27 @@ def run_chain(
                     target=_feed, args=(input_reader, procs[0], feeder_error), name="pgbackup-feeder", daemon=True
                 )
                 feeder.start()
+            rss.start()
             output = HashingReader(procs[-1].stdout)  # type: ignore[arg-type]
             sink_value = sink(output)
             # Drain anything the sink left so the last stage can exit.
             while output.read(READ_CHUNK_BYTES):
                 pass
         except BaseException:
+            rss.stop()  # before anything reaps a stage: a reaped pid may be reused
             # A stage that already failed on its own is the cause; judge before killing the rest.
             for proc in procs:
                 proc.poll()
             failure = _first_failure(procs, stages, stderr_files)
             _kill_all(procs)
-            _reap(procs, stages, result, starts)
+            _reap(procs, stages, result, starts, rss)
             if feeder is not None:
                 feeder.join(timeout=5)
             if failure is not None:
                 raise failure from None
             raise
-        _reap(procs, stages, result, starts)
+        rss.stop()
+        _reap(procs, stages, result, starts, rss)
         if feeder is not None:
             feeder.join()
         failure = _first_failure(procs, stages, stderr_files)
@@ -239,23 +245,86 @@ def _kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _reap(
-    procs: list[subprocess.Popen[bytes]], stages: Sequence[Stage], result: ChainResult, starts: list[float]
+    procs: list[subprocess.Popen[bytes]],
+    stages: Sequence[Stage],
+    result: ChainResult,
+    starts: list[float],
+    rss: _PeakRssSampler,
 ) -> None:
-    """Wait for every stage, recording wall time, CPU time and peak RSS (from wait4)."""
+    """Wait for every stage, recording wall time, CPU time (from wait4) and sampled peak RSS."""
     for proc, stage, start in zip(procs, stages, starts, strict=False):
         if proc.returncode is None:
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
+            # wait4's ru_maxrss is no use here: the child starts as a (v)fork of this process,
+            # so it reports at least our own peak RSS. Fall back to it only if no sample was read.
+            sampled = rss.peak_bytes(proc.pid)
             result.stages.append(
                 StageStats(
                     name=stage.name,
                     seconds=time.monotonic() - start,
                     cpu_seconds=usage.ru_utime + usage.ru_stime,
-                    peak_rss_bytes=usage.ru_maxrss * 1024,
+                    peak_rss_bytes=sampled if sampled is not None else usage.ru_maxrss * 1024,
                 )
             )
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+class _PeakRssSampler:
+    """Each stage's peak RSS: ``VmHWM`` from ``/proc/<pid>/status``, read every 50 ms.
+
+    The kernel keeps VmHWM per process image, so a sample just before exit sees the true
+    peak; only growth in a process's last few milliseconds can be missed. ``stop()`` must be
+    called before any stage is reaped, or a read could hit a reused pid.
+    """
+
+    def __init__(self) -> None:
+        self._peaks: dict[int, int] = {}
+        self._pids: list[int] = []
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, pid: int) -> None:
+        with self._lock:
+            self._pids.append(pid)
+        self._sample(pid)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pgbackup-rss", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+        for pid in list(self._pids):
+            self._sample(pid)
+
+    def peak_bytes(self, pid: int) -> int | None:
+        with self._lock:
+            return self._peaks.get(pid)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(RSS_SAMPLE_SECONDS):
+            for pid in list(self._pids):
+                self._sample(pid)
+
+    def _sample(self, pid: int) -> None:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as status:
+                lines = status.read().splitlines()
+        except OSError:
+            return  # not Linux, or already gone
+        for line in lines:
+            if line.startswith(b"VmHWM:"):  # absent for a zombie
+                kib = int(line.split()[1])
+                with self._lock:
+                    self._peaks[pid] = max(self._peaks.get(pid, 0), kib * 1024)
+                return
 
 
 def _first_failure(

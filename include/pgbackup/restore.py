@@ -263,20 +263,23 @@ def validate_backup(
         record.update(fetch_plaintext(manifest, storage, keyring, archive))
         schema_archive = None
         if manifest.kind == "data":
-            if schema_manifest is None:
-                raise RestoreError(
-                    f"{manifest.backup_id}: a data-only backup restores on top of a schema backup, and target "
-                    f"{manifest.target} has no verified schema backup yet; run a schema backup first"
-                )
             schema_archive = workdir / "schema.dump"
-            fetch_plaintext(schema_manifest, storage, keyring, schema_archive)
-            record["schema_backup_id"] = schema_manifest.backup_id
+            if schema_manifest is not None:
+                fetch_plaintext(schema_manifest, storage, keyring, schema_archive)
+                record["schema_from"] = f"backup {schema_manifest.backup_id}"
+            else:
+                # First data backup of a target: nothing verified to restore it onto yet.
+                dump_schema_now(settings.source, schema_archive)
+                record["schema_from"] = "the source's schema at validation time (no verified schema or full backup yet)"
     with scratch_database(settings.scratch) as db:
         record["scratch_database"] = db.dbname
         restore_started = time.monotonic()
-        if schema_archive is not None and schema_manifest is not None:
-            restore_schema_and_data(schema_archive, archive, db, schema_manifest.dump_format, manifest.dump_format,
-                                    schema_manifest.source.get("populated_matviews", []), settings.restore_jobs)
+        if schema_archive is not None:
+            schema_format = schema_manifest.dump_format if schema_manifest else "custom"
+            matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
+            restore_schema_and_data(
+                schema_archive, archive, db, schema_format, manifest.dump_format, matviews, settings.restore_jobs
+            )
         else:
             restore_archive(archive, db, manifest.dump_format, jobs=settings.restore_jobs)
         record["restore_seconds"] = round(time.monotonic() - restore_started, 3)
@@ -306,9 +309,22 @@ def validate_backup(
     return record
 
 
+def dump_schema_now(source: PgConnInfo, target: Path) -> None:
+    """A custom-format schema-only dump of the source as it is now."""
+    from pgbackup.dump import DumpStage
+
+    stage = DumpStage(source, "schema", server_major=server_major_version(source))
+    run_chain([stage], write_to_file(target))
+
+
 def restore_schema_and_data(
-    schema_archive: Path, data_archive: Path, db: PgConnInfo, schema_format: str, data_format: str,
-    populated_matviews: list[str], jobs: int = 2,
+    schema_archive: Path,
+    data_archive: Path,
+    db: PgConnInfo,
+    schema_format: str,
+    data_format: str,
+    populated_matviews: list[str],
+    jobs: int = 2,
 ) -> None:
     """Schema pre-data, then the data, then constraints and indexes, so FK order cannot bite.
 

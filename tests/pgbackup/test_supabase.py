@@ -1,0 +1,284 @@
+"""Supabase profile: backups of a Supabase-shaped project restore into a fresh one with zero errors.
+
+Both projects are real clusters built by devtools.supabase_fixture: bootstrap superuser
+supabase_admin owning the platform, postgres a NOSUPERUSER login. Backups are taken as
+postgres through the engine's own path, restored as postgres, and compared.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.db_compare import client_conninfo, compare_databases, run_pg_tool
+from devtools.gpg_keys import GeneratedKey
+from devtools.pg_cluster import pg_bin
+from devtools.supabase_fixture import SupabaseCluster, load_demo_app, supabase_cluster
+from pgbackup import backup, supabase
+from pgbackup.errors import RestoreError
+from pgbackup.manifest import Manifest
+from pgbackup.pgconn import PgConnInfo
+from pgbackup.restore import DecryptionKey, decryption_keyring, fetch_plaintext
+from pgbackup.storage import open_storage
+from pgbackup.storage.base import Storage
+from tests.pgbackup.conftest import make_request
+
+pytestmark = pytest.mark.integration
+
+
+def as_postgres(project: SupabaseCluster, label: str = "supabase project") -> PgConnInfo:
+    return PgConnInfo(project.host, project.port, "postgres", "postgres", project.postgres_password, label=label)
+
+
+@pytest.fixture(scope="module")
+def source() -> Iterator[SupabaseCluster]:
+    """One seeded project, shared read-only by every test here."""
+    with supabase_cluster() as project:
+        load_demo_app(project)
+        yield project
+
+
+@pytest.fixture
+def fresh() -> Iterator[SupabaseCluster]:
+    """A brand-new project: the platform only, as Supabase hands it out."""
+    with supabase_cluster() as project:
+        yield project
+
+
+def take_backup(data_path: str, request: backup.BackupRequest, storage: Storage, workdir: Path) -> Manifest:
+    """The same engine calls the DAG's tasks make, in order."""
+    if data_path == "stream":
+        return backup.stream_backup(request, storage, "local")
+    manifest = backup.dump_to_file(request, workdir)
+    manifest = backup.compress_file(manifest, request.compression, workdir)
+    manifest = backup.encrypt_file(manifest, request, workdir)
+    return backup.upload_artifact(manifest, workdir / backup.ENCRYPTED_FILE, storage, "local")
+
+
+def fetch(manifest: Manifest, storage: Storage, key: DecryptionKey, into: Path) -> Path:
+    with decryption_keyring(key) as keyring:
+        fetch_plaintext(manifest, storage, keyring, into)
+    return into
+
+
+def query(project: SupabaseCluster, sql: str) -> list[tuple[object, ...]]:
+    return project.cluster.execute(sql)
+
+
+def user_acls(project: SupabaseCluster) -> list[tuple[object, ...]]:
+    """Grants on every user schema, relation and function (what pg_dump --no-privileges hides)."""
+    return query(project, """
+        SELECT 'schema', nspname, nspacl::text FROM pg_namespace
+         WHERE nspname IN ('public', 'private')
+        UNION ALL
+        SELECT 'rel', n.nspname || '.' || c.relname, c.relacl::text FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname IN ('public', 'private') AND c.relkind IN ('r', 'v', 'S', 'm', 'p')
+        UNION ALL
+        SELECT 'func', p.oid::regprocedure::text, p.proacl::text FROM pg_proc p
+         WHERE p.pronamespace = 'public'::regnamespace
+        ORDER BY 1, 2""")
+
+
+# -- the fixture itself ---------------------------------------------------------------------
+
+
+def test_fixture_has_supabase_shape(fresh: SupabaseCluster) -> None:
+    roles = dict(query(fresh, "SELECT rolname, rolsuper FROM pg_roles WHERE rolname IN "
+                              "('postgres', 'supabase_admin', 'anon', 'authenticated', 'service_role')"))
+    assert roles == {"postgres": False, "supabase_admin": True, "anon": False, "authenticated": False,
+                     "service_role": False}
+    owners = dict(query(fresh, "SELECT c.oid::regclass::text, pg_get_userbyid(c.relowner) FROM pg_class c "
+                               "WHERE c.oid IN ('auth.users'::regclass, 'storage.objects'::regclass)"))
+    assert owners == {"auth.users": "supabase_auth_admin", "storage.objects": "supabase_storage_admin"}
+    assert query(fresh, "SELECT evtname FROM pg_event_trigger") == [("pgrst_ddl_watch",)]
+    assert query(fresh, "SELECT pubname FROM pg_publication") == [("supabase_realtime",)]
+    # postgres may switch replication role (the CLI's data restore needs it), nothing more.
+    with client_conninfo(fresh.postgres_dsn()) as (conninfo, env):
+        done = subprocess.run([pg_bin("psql"), "-X", "-At", f"--dbname={conninfo}", "-c",
+                               "SET session_replication_role = replica; SHOW session_replication_role"],
+                              env=env, capture_output=True, text=True, check=False)
+    assert done.stdout.split() == ["SET", "replica"], done.stderr
+
+
+# -- the seed's method fails on it --------------------------------------------------------------
+
+
+def test_seed_plain_dump_fails_in_a_fresh_project(source: SupabaseCluster, fresh: SupabaseCluster,
+                                                  tmp_path: Path) -> None:
+    """The seed: pg_dump --clean --no-owner --no-privileges as postgres, replayed by psql."""
+    seed = tmp_path / "seed.sql"
+    run_pg_tool("pg_dump", ["--clean", "--if-exists", "--no-owner", "--no-privileges", "-f", str(seed)],
+                source.postgres_dsn())
+    with client_conninfo(fresh.postgres_dsn()) as (conninfo, env):
+        strict = subprocess.run([pg_bin("psql"), "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1",
+                                 f"--dbname={conninfo}", "-f", str(seed)], env=env, capture_output=True, text=True,
+                                check=False)
+        lenient = subprocess.run([pg_bin("psql"), "-X", "-q", f"--dbname={conninfo}", "-f", str(seed)], env=env,
+                                 capture_output=True, text=True, check=False)
+    assert strict.returncode == 3 and "must be owner of event trigger" in strict.stderr
+    errors = [line for line in lenient.stderr.splitlines() if "ERROR:" in line]
+    assert len(errors) > 30  # 65 on this fixture
+    assert any("must be owner of table users" in e for e in errors)
+
+
+# -- our restore path -------------------------------------------------------------------------
+
+
+def assert_restored(source: SupabaseCluster, target: SupabaseCluster) -> None:
+    # Schema of every schema (platform ones included, so a skipped user object shows),
+    # rows of every table (platform user-data tables included), sequence/identity values.
+    assert compare_databases(source.postgres_dsn(), target.postgres_dsn()) == []
+    # User objects attached to platform objects came back and work.
+    assert query(target, "SELECT tgname FROM pg_trigger WHERE tgrelid = 'auth.users'::regclass "
+                         "AND NOT tgisinternal") == [
+        ("on_auth_user_created",)]
+    assert sorted(query(target, "SELECT policyname FROM pg_policies WHERE tablename = 'objects'")) == [
+        ("Avatar images are publicly accessible",), ("Users upload their own documents",)]
+    assert query(target, "SELECT schemaname, tablename FROM pg_publication_tables "
+                         "WHERE pubname = 'supabase_realtime'") == [("public", "messages")]
+    target.cluster.execute(
+        "INSERT INTO auth.users (id, raw_user_meta_data) VALUES "
+        "('11111111-1111-4111-8111-111111111111', '{\"full_name\": \"New Signup\"}')")
+    assert query(target, "SELECT full_name FROM public.profiles WHERE id = '11111111-1111-4111-8111-111111111111'"
+                 ) == [("New Signup",)]
+    # Platform migration history is the target's own, untouched.
+    assert query(target, "SELECT count(*) FROM storage.migrations") == [(2,)]
+
+
+@pytest.mark.parametrize("data_path", ["staged", "stream"])
+def test_full_backup_restores_into_fresh_project_with_zero_errors(
+    data_path: str, source: SupabaseCluster, fresh: SupabaseCluster, gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey, workdir: Path, tmp_path: Path,
+) -> None:
+    storage = open_storage(f"file://{tmp_path}/backups")
+    request = make_request(as_postgres(source), gpg_key, profile="supabase")
+    manifest = take_backup(data_path, request, storage, workdir)
+    archive = fetch(manifest, storage, decryption_key, tmp_path / "full.dump")
+    roles = supabase.capture_custom_roles(as_postgres(source))
+
+    report = supabase.restore_supabase(archive, as_postgres(fresh, "fresh project"), roles=roles)
+
+    assert report.errors == 0
+    left_out = {e["entry"]: e["reason"] for e in report.excluded}
+    assert "EVENT TRIGGER pgrst_ddl_watch" in left_out
+    assert "TABLE DATA storage.migrations" in left_out and "TABLE auth.users" in left_out
+    assert not any(e.startswith(("TABLE DATA auth.users", "TRIGGER auth.users")) for e in left_out)
+    assert_restored(source, fresh)
+    assert query(fresh, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app_reader'") == [(False,)]
+
+
+def test_restore_is_one_transaction(source: SupabaseCluster, fresh: SupabaseCluster, tmp_path: Path) -> None:
+    """A failure part-way leaves the fresh project exactly as it was."""
+    archive = tmp_path / "full.dump"
+    run_pg_tool("pg_dump", ["-Fc", "--no-owner", "-f", str(archive)], source.postgres_dsn())
+    fresh.cluster.execute("CREATE TABLE public.todos (id int)", dbname="postgres")  # collides late in the restore
+    before = compare_databases(fresh.postgres_dsn(), fresh.postgres_dsn())
+    with pytest.raises(RestoreError, match="already exists"):
+        supabase.restore_supabase(archive, as_postgres(fresh))
+    assert before == []
+    assert query(fresh, "SELECT count(*) FROM auth.users") == [(0,)]
+    assert query(fresh, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(1,)]
+
+
+def test_plain_rendering_restores_with_the_documented_strict_psql(
+    source: SupabaseCluster, fresh: SupabaseCluster, gpg_key: GeneratedKey, decryption_key: DecryptionKey,
+    workdir: Path, tmp_path: Path,
+) -> None:
+    """A plain Supabase backup = the filtered archive rendered without asking any target."""
+    storage = open_storage(f"file://{tmp_path}/backups")
+    manifest = take_backup("staged", make_request(as_postgres(source), gpg_key, profile="supabase"), storage,
+                           workdir)
+    archive = fetch(manifest, storage, decryption_key, tmp_path / "full.dump")
+    script = tmp_path / "backup.sql"
+    kept, excluded = supabase.render_sql(archive, "full", script)  # a new project's shape assumed
+    assert kept > 40 and excluded
+    # psql --single-transaction -v ON_ERROR_STOP=1 -c 'SET session_replication_role = replica' -f backup.sql
+    supabase.run_sql_strict(as_postgres(fresh), [script])
+    assert_restored(source, fresh)
+
+
+@pytest.mark.parametrize("profile", [
+    "plain",
+    pytest.param("supabase", marks=pytest.mark.xfail(
+        strict=True, reason="profiles.py excludes platform schemas from supabase schema dumps, which drops "
+                            "the trigger on auth.users and the storage policies; see docs/dev-notes/supabase.md")),
+])
+def test_schema_then_data_backups_restore_like_a_full_one(
+    profile: str, source: SupabaseCluster, fresh: SupabaseCluster, gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey, workdir: Path, tmp_path: Path,
+) -> None:
+    storage = open_storage(f"file://{tmp_path}/backups")
+    schema = take_backup("staged", make_request(as_postgres(source), gpg_key, kind="schema", profile=profile),
+                         storage, workdir)
+    data = take_backup("stream", make_request(as_postgres(source), gpg_key, kind="data", profile=profile),
+                       storage, workdir)
+    schema_file = fetch(schema, storage, decryption_key, tmp_path / "schema.dump")
+    data_file = fetch(data, storage, decryption_key, tmp_path / "data.dump")
+    supabase.restore_supabase_pair(schema_file, data_file, as_postgres(fresh),
+                                   roles=supabase.capture_custom_roles(as_postgres(source)),
+                                   populated_matviews=schema.source["populated_matviews"])
+    assert_restored(source, fresh)
+
+
+@pytest.mark.parametrize("dump", [
+    "pg_dump with privileges",
+    pytest.param("engine", marks=pytest.mark.xfail(
+        strict=True, reason="DumpStage always passes --no-privileges; the supabase profile must keep grants")),
+])
+def test_grants_on_user_objects_survive(dump: str, source: SupabaseCluster, fresh: SupabaseCluster,
+                                        gpg_key: GeneratedKey, decryption_key: DecryptionKey, workdir: Path,
+                                        tmp_path: Path) -> None:
+    """REVOKEs from the API roles and grants to custom roles are security: they must come back."""
+    archive = tmp_path / "full.dump"
+    if dump == "engine":
+        storage = open_storage(f"file://{tmp_path}/backups")
+        manifest = take_backup("staged", make_request(as_postgres(source), gpg_key, profile="supabase"), storage,
+                               workdir)
+        fetch(manifest, storage, decryption_key, archive)
+    else:
+        run_pg_tool("pg_dump", ["-Fc", "--no-owner", "-f", str(archive)], source.postgres_dsn())
+    supabase.restore_supabase(archive, as_postgres(fresh), roles=supabase.capture_custom_roles(as_postgres(source)))
+    assert user_acls(fresh) == user_acls(source)
+    assert query(fresh, "SELECT has_table_privilege('anon', 'public.messages', 'SELECT')") == [(False,)]
+
+
+# -- the TOC rules on their own ---------------------------------------------------------------------
+
+
+def test_filter_toc_keeps_user_objects_and_platform_rows() -> None:
+    lines = [
+        "11; 2615 16458 SCHEMA - auth supabase_admin",
+        "223; 1259 16459 TABLE auth users supabase_auth_admin",
+        "3625; 0 16459 TABLE DATA auth users supabase_auth_admin",
+        "3629; 0 16495 TABLE DATA auth schema_migrations supabase_auth_admin",
+        "3463; 2620 16665 TRIGGER auth users on_auth_user_created supabase_auth_admin",
+        "3464; 2620 16542 TRIGGER storage objects update_objects_updated_at supabase_storage_admin",
+        "3620; 3256 16716 POLICY storage objects Avatar images are publicly accessible supabase_storage_admin",
+        "300; 1259 17000 TABLE extensions my_lookup postgres",
+        "4; 3079 16543 EXTENSION - citext ",
+        "2; 3079 16401 EXTENSION - pgcrypto ",
+        "3402; 3466 16450 EVENT TRIGGER - pgrst_ddl_watch supabase_admin",
+        "3623; 6106 16695 PUBLICATION TABLE public supabase_realtime messages postgres",
+        "3622; 6104 16451 PUBLICATION - supabase_realtime postgres",
+        "; a comment line",
+    ]
+    functions = {3463: "public.handle_new_user", 3464: "storage.update_updated_at_column"}
+    kept, excluded = supabase.filter_toc(lines, "full", supabase.TargetFacts(), functions)
+    assert [line.split(";")[0] for line in kept] == ["3625", "3463", "3620", "300", "4", "3623"]
+    assert {e["entry"] for e in excluded} == {
+        "SCHEMA auth", "TABLE auth.users", "TABLE DATA auth.schema_migrations",
+        "TRIGGER storage.objects update_objects_updated_at", "EXTENSION pgcrypto",
+        "EVENT TRIGGER pgrst_ddl_watch", "PUBLICATION supabase_realtime"}
+
+
+def test_custom_roles_have_no_passwords_and_skip_reserved(source: SupabaseCluster) -> None:
+    captured = supabase.capture_custom_roles(as_postgres(source))
+    assert [r["rolname"] for r in captured["roles"]] == ["app_reader"]
+    sql = supabase.roles_sql(captured)
+    assert not re.search(r"PASSWORD\s+'", sql, re.IGNORECASE)
+    assert "supabase_admin" not in sql and '"postgres"' not in sql and '"anon"' not in sql
