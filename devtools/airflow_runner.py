@@ -73,7 +73,7 @@ class AirflowStandalone:
 
     def start(self, timeout: float = 300) -> AirflowStandalone:
         self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "standalone"],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

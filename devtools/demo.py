@@ -32,20 +32,24 @@ def write_demo_config(path: Path, *, backups_dir: Path, key_file: Path, staging:
         "retries": 1,
         "retry_delay_seconds": 5,
         "staging_dir": str(staging),
-        "targets": [{
-            "name": TARGET,
-            "postgres_conn_id": "projectx_db",
-            "profile": "plain",
-            "validation": {"scratch_conn_id": "pgbackup_scratch"},
-        }],
+        "targets": [
+            {
+                "name": TARGET,
+                "postgres_conn_id": "projectx_db",
+                "profile": "plain",
+                "validation": {"scratch_conn_id": "pgbackup_scratch"},
+            }
+        ],
         "destinations": [
             {"name": "local", "type": "local", "path": str(backups_dir)},
-            {"name": "s3", "type": "s3", "primary": True, "conn_id": "demo_s3", "bucket": BUCKET,
-             "prefix": "pgbackup"},
+            {"name": "s3", "type": "s3", "primary": True, "conn_id": "demo_s3", "bucket": BUCKET, "prefix": "pgbackup"},
         ],
         "compression": {"algorithm": "zstd", "level": 6},
-        "encryption": {"recipients": [RECIPIENT], "public_key_files": [str(key_file)],
-                       "decryption_key_conn_id": "pgbackup_gpg_private_key"},
+        "encryption": {
+            "recipients": [RECIPIENT],
+            "public_key_files": [str(key_file)],
+            "decryption_key_conn_id": "pgbackup_gpg_private_key",
+        },
         "retention": {"daily_days": 30, "min_keep": 3},
         "slack": {"conn_id": "slack_backup_alerts"},
     }
@@ -53,24 +57,40 @@ def write_demo_config(path: Path, *, backups_dir: Path, key_file: Path, staging:
 
 
 def postgres_connection(cluster: Any) -> str:
-    return json.dumps({"conn_type": "postgres", "host": cluster.host, "port": cluster.port,
-                       "login": cluster.user, "password": cluster.password, "schema": "postgres"})
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": cluster.host,
+            "port": cluster.port,
+            "login": cluster.user,
+            "password": cluster.password,
+            "schema": "postgres",
+        }
+    )
 
 
-def airflow_connections(source: Any, scratch: Any, moto: Any, slack_url: str, private_key: str,
-                        passphrase: str) -> dict[str, str]:
+def airflow_connections(
+    source: Any, scratch: Any, moto: Any, slack_url: str, private_key: str, passphrase: str
+) -> dict[str, str]:
     """Connections as AIRFLOW_CONN_* variables (the demo's secrets backend)."""
     creds = moto.credentials
     return {
         "AIRFLOW_CONN_PROJECTX_DB": postgres_connection(source),
         "AIRFLOW_CONN_PGBACKUP_SCRATCH": postgres_connection(scratch),
-        "AIRFLOW_CONN_DEMO_S3": json.dumps({
-            "conn_type": "aws", "login": creds["aws_access_key_id"], "password": creds["aws_secret_access_key"],
-            "extra": {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1"}}),
-        "AIRFLOW_CONN_SLACK_BACKUP_ALERTS": json.dumps({
-            "conn_type": "slackwebhook", "password": slack_url}),  # a full URL is allowed
-        "AIRFLOW_CONN_PGBACKUP_GPG_PRIVATE_KEY": json.dumps({
-            "conn_type": "generic", "password": passphrase, "extra": {"private_key": private_key}}),
+        "AIRFLOW_CONN_DEMO_S3": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": creds["aws_access_key_id"],
+                "password": creds["aws_secret_access_key"],
+                "extra": {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1"},
+            }
+        ),
+        "AIRFLOW_CONN_SLACK_BACKUP_ALERTS": json.dumps(
+            {"conn_type": "slackwebhook", "password": slack_url}
+        ),  # a full URL is allowed
+        "AIRFLOW_CONN_PGBACKUP_GPG_PRIVATE_KEY": json.dumps(
+            {"conn_type": "generic", "password": passphrase, "extra": {"private_key": private_key}}
+        ),
     }
 
 
@@ -112,10 +132,13 @@ def run(args: argparse.Namespace) -> int:
             step("generating a demo gpg key")
             key = generate_key(DEMO_DIR / "keys", RECIPIENT)
             config_path = DEMO_DIR / "pgbackup.yaml"
-            write_demo_config(config_path, backups_dir=backups_dir, key_file=key.public_key_file,
-                              staging=DEMO_DIR / "staging")
-            env = {"PGBACKUP_CONFIG": str(config_path),
-                   **airflow_connections(source, scratch, moto, slack.url, key.private_key_armored, key.passphrase)}
+            write_demo_config(
+                config_path, backups_dir=backups_dir, key_file=key.public_key_file, staging=DEMO_DIR / "staging"
+            )
+            env = {
+                "PGBACKUP_CONFIG": str(config_path),
+                **airflow_connections(source, scratch, moto, slack.url, key.private_key_armored, key.passphrase),
+            }
             step("starting Airflow 3 standalone (scheduler, triggerer, dag processor, API server)")
             airflow = stack.enter_context(AirflowStandalone(DEMO_DIR / "airflow", env, port=args.port))
             airflow.wait_for_dag(DAG_ID)
@@ -160,14 +183,20 @@ def report(airflow: Any, run_id: str, state: str, backups_dir: Path, moto: Any, 
     print("\nbackup")
     print(f"    local : {backups_dir / key}")
     print(f"    s3    : s3://{BUCKET}/pgbackup/{key}  (endpoint {moto.endpoint_url})")
-    print(f"    size  : {manifest['artifact']['size']:,} bytes (dump {manifest['stages']['dump']['output_bytes']:,} bytes,"
-          f" compression ratio {manifest['stages']['compress']['ratio']})")
+    stages = manifest["stages"]
+    print(
+        f"    size  : {manifest['artifact']['size']:,} bytes (dump {stages['dump']['output_bytes']:,} bytes,"
+        f" compression ratio {stages['compress']['ratio']})"
+    )
     print(f"    sha256: {manifest['artifact']['sha256']}")
     print(f"    gpg   : {[r['fingerprint'] for r in manifest['artifact']['encryption']['recipients']]}")
-    print(f"\nvalidation: {verification['status']} (restored from {verification['restored_from']} into "
-          f"{verification['scratch_database']} in {verification['restore_seconds']}s)")
+    print(
+        f"\nvalidation: {verification['status']} (restored from {verification['restored_from']} into "
+        f"{verification['scratch_database']} in {verification['restore_seconds']}s)"
+    )
     for table, row in verification["tables"].items():
-        print(f"    {table:<28} snapshot {row['expected']:>9,}  restored {row['found']:>9,}  {'ok' if row['ok'] else 'MISMATCH'}")
+        verdict = "ok" if row["ok"] else "MISMATCH"
+        print(f"    {table:<28} snapshot {row['expected']:>9,}  restored {row['found']:>9,}  {verdict}")
     for query in verification["queries"]:
         print(f"    {query['query']:<40} {query['status']} {query.get('result', '')}")
 
@@ -196,8 +225,9 @@ def stop(_: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="set up everything and run pg_backup_daily")
     run_parser.add_argument("--scale", type=float, default=1.0, help="Project X size (1.0: ~300k rows)")

@@ -128,7 +128,7 @@ class SnapshotSession:
                     # imported the exported snapshot yet, and an aborted one cannot be imported.
                     cur.execute("SAVEPOINT pgbackup_count")
                     try:
-                        cur.execute(f"SELECT count(*) FROM ONLY {table}")  # noqa: S608 - quoted identifiers
+                        cur.execute(f"SELECT count(*) FROM ONLY {table}")
                         self.info.row_counts[table] = int(cur.fetchone()[0])
                     except Exception:
                         cur.execute("ROLLBACK TO SAVEPOINT pgbackup_count")

@@ -19,7 +19,7 @@ from typing import Any
 
 from pgbackup.compress import DecompressStage
 from pgbackup.dump import SYSTEM_SCHEMAS, server_major_version
-from pgbackup.errors import ConfigError, IntegrityError, RestoreError, VerificationError
+from pgbackup.errors import ConfigError, IntegrityError, RestoreError, StorageError, VerificationError
 from pgbackup.gpg import DecryptStage, Keyring
 from pgbackup.manifest import (
     VERIFICATION_FAILED,
@@ -353,13 +353,21 @@ def refresh_materialized_views(db: PgConnInfo, names: list[str]) -> None:
 
 
 def record_verification(manifest: Manifest, verification: dict[str, Any], storages: list[Storage]) -> Manifest:
-    """Rewrite the manifest at every destination that holds this backup."""
+    """Rewrite the manifest at every destination that holds this backup.
+
+    An unreachable destination is skipped with a warning: its own upload task has already
+    failed and alerted, and it must not undo the proof recorded everywhere else.
+    """
     manifest.verification = verification
     for storage in storages:
-        raw = storage.get_bytes(manifest_key(manifest.object_key))
-        if raw is None:
-            continue  # that destination has no complete copy
-        stored = Manifest.from_json(raw, f"{storage.url}/{manifest_key(manifest.object_key)}")
-        stored.verification = verification
-        storage.put_bytes(manifest_key(manifest.object_key), stored.to_json())
+        key = manifest_key(manifest.object_key)
+        try:
+            raw = storage.get_bytes(key)
+            if raw is None:
+                continue  # that destination has no complete copy
+            stored = Manifest.from_json(raw, f"{storage.url}/{key}")
+            stored.verification = verification
+            storage.put_bytes(key, stored.to_json())
+        except StorageError as exc:
+            log.warning("could not record the verification at %s: %s", storage.url, exc)
     return manifest

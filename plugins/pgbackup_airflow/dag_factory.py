@@ -20,7 +20,11 @@ from pgbackup_airflow.operators.backup import (
     StreamBackupOperator,
     UploadBackupOperator,
 )
-from pgbackup_airflow.operators.maintenance import CleanupStagingOperator, PruneBackupsOperator
+from pgbackup_airflow.operators.maintenance import (
+    CleanupStagingOperator,
+    PrepareStagingOperator,
+    PruneBackupsOperator,
+)
 from pgbackup_airflow.operators.validate import ValidateBackupOperator, backup_asset
 
 DAILY_DAG_ID = "pg_backup_daily"
@@ -32,8 +36,8 @@ def build_daily_dag(config_path: str | None = None, dag_id: str = DAILY_DAG_ID) 
     config = load_config(config_path)
     default_args: dict[str, object] = {
         "owner": config.owner,
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
+        "retries": config.retries,
+        "retry_delay": timedelta(seconds=config.retry_delay_seconds),
         "retry_exponential_backoff": True,
     }
     dag_kwargs: dict[str, object] = {}
@@ -104,7 +108,10 @@ def _backup_chain(config: PgBackupConfig, target: TargetConfig, *, dag_id: str, 
     prune = PruneBackupsOperator(task_id="prune", trigger_rule=TriggerRule.NONE_FAILED, **common)
     chain(*steps, validate, prune)
     steps[-1] >> prune
+    # Setup/teardown: the teardown runs whenever the setup ran, even if the backup failed,
+    # and does not decide the run's state.
+    prepare = PrepareStagingOperator(task_id="prepare_staging", **common)
     cleanup = CleanupStagingOperator(task_id="cleanup_staging", **common)
-    first >> cleanup
+    prepare >> first
     prune >> cleanup
-    cleanup.as_teardown(setups=first)
+    cleanup.as_teardown(setups=prepare)

@@ -69,7 +69,7 @@ def task_failure_notifier(slack_conn_id: str) -> TaskFailureAlert:
     return TaskFailureAlert(slack_conn_id)
 
 
-def late_run_deadline(slack_conn_id: str, minutes: int, dag_id: str) -> DeadlineAlert:
+def late_run_deadline(slack_conn_id: str, minutes: float, dag_id: str) -> DeadlineAlert:
     """A Deadline Alert (Airflow 3's replacement for SLAs) that posts to Slack from the triggerer."""
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
@@ -78,7 +78,7 @@ def late_run_deadline(slack_conn_id: str, minutes: int, dag_id: str) -> Deadline
             SlackAlert,
             kwargs={
                 "slack_webhook_conn_id": slack_conn_id,
-                "text": DEADLINE_MISSED_TEXT.format(dag_id=dag_id, minutes=minutes),
+                "text": DEADLINE_MISSED_TEXT.format(dag_id=dag_id, minutes=f"{minutes:g}"),
             },
         ),
     )

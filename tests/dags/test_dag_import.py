@@ -19,7 +19,10 @@ def _run_in_fresh_interpreter(script: str, env: dict[str, str] | None = None) ->
     """A fresh interpreter: the measure includes every import our DAG file triggers."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True, text=True, cwd=REPO, timeout=180,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=180,
         env={**os.environ, "PYTHONPATH": f"{REPO / 'include'}:{REPO / 'plugins'}", **(env or {})},
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -84,7 +87,8 @@ def test_daily_dag_shape(airflow_home: dict[str, str]) -> None:
 
     shape = json.loads(out.strip().splitlines()[-1])
     tasks = shape["tasks"]
-    assert tasks["projectx.dump"] == ["projectx.cleanup_staging", "projectx.compress"]
+    assert tasks["projectx.prepare_staging"] == ["projectx.cleanup_staging", "projectx.dump"]
+    assert tasks["projectx.dump"] == ["projectx.compress"]
     assert tasks["projectx.compress"] == ["projectx.encrypt"]
     assert tasks["projectx.encrypt"] == ["projectx.upload"]
     assert tasks["projectx.upload"] == ["projectx.prune", "projectx.validate"]

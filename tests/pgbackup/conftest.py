@@ -62,8 +62,11 @@ def make_request(source: PgConnInfo, key: GeneratedKey, kind: str = "full", **ov
 
 
 def validation_settings(scratch: TemporaryCluster, source: PgConnInfo, **overrides: object) -> ValidationSettings:
-    values: dict[str, object] = {"scratch": conn_info(scratch, label="scratch"), "source": source,
-                                 "queries": ("SELECT count(*) FROM users",)}
+    values: dict[str, object] = {
+        "scratch": conn_info(scratch, label="scratch"),
+        "source": source,
+        "queries": ("SELECT count(*) FROM users",),
+    }
     values.update(overrides)
     return ValidationSettings(**values)  # type: ignore[arg-type]
 

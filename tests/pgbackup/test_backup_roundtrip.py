@@ -45,7 +45,12 @@ def take_backup(data_path: str, request: backup.BackupRequest, storage: Storage,
 
 
 def restore_into(
-    manifest: Manifest, storage: Storage, key: DecryptionKey, cluster: TemporaryCluster, name: str, tmp: Path,
+    manifest: Manifest,
+    storage: Storage,
+    key: DecryptionKey,
+    cluster: TemporaryCluster,
+    name: str,
+    tmp: Path,
     sections: tuple[str, ...] = (),
 ) -> PgConnInfo:
     if name not in [r[0] for r in cluster.execute("SELECT datname FROM pg_database")]:
@@ -68,16 +73,24 @@ def assert_identical(source: str, restored: str) -> None:
 @pytest.mark.parametrize("data_path", ["staged", "stream"])
 @pytest.mark.parametrize("dump_format", ["custom", "plain"])
 def test_full_backup_restores_identical_schema_and_data(
-    data_path: str, dump_format: str, pg_cluster: TemporaryCluster, scratch_cluster: TemporaryCluster,
-    source_db: PgConnInfo, gpg_key: GeneratedKey, decryption_key: DecryptionKey, workdir: Path, tmp_path: Path,
+    data_path: str,
+    dump_format: str,
+    pg_cluster: TemporaryCluster,
+    scratch_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    workdir: Path,
+    tmp_path: Path,
 ) -> None:
     source_dsn = pg_cluster.dsn(source_db.dbname)
     psql_file(source_dsn, HARD_FEATURES)
     storage = open_storage(f"file://{tmp_path}/backups")
     manifest = take_backup(data_path, make_request(source_db, gpg_key, dump_format=dump_format), storage, workdir)
 
-    restored = restore_into(manifest, storage, decryption_key, scratch_cluster, f"rt_{data_path}_{dump_format}",
-                            tmp_path)
+    restored = restore_into(
+        manifest, storage, decryption_key, scratch_cluster, f"rt_{data_path}_{dump_format}", tmp_path
+    )
     assert_identical(source_dsn, scratch_cluster.dsn(restored.dbname))
     # The manifest's snapshot counts are the source's exact counts.
     assert manifest.source["row_counts"] == count_rows(source_db, manifest.source["tables"])
@@ -87,8 +100,13 @@ def test_full_backup_restores_identical_schema_and_data(
 
 
 def test_schema_then_data_backups_restore_like_a_full_one(
-    pg_cluster: TemporaryCluster, scratch_cluster: TemporaryCluster, source_db: PgConnInfo,
-    gpg_key: GeneratedKey, decryption_key: DecryptionKey, workdir: Path, tmp_path: Path,
+    pg_cluster: TemporaryCluster,
+    scratch_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    workdir: Path,
+    tmp_path: Path,
 ) -> None:
     source_dsn = pg_cluster.dsn(source_db.dbname)
     psql_file(source_dsn, HARD_FEATURES)
@@ -103,6 +121,12 @@ def test_schema_then_data_backups_restore_like_a_full_one(
     with decryption_keyring(decryption_key) as keyring:
         fetch_plaintext(schema, storage, keyring, tmp_path / "schema.plain")
         fetch_plaintext(data, storage, keyring, tmp_path / "data.plain")
-    restore_schema_and_data(tmp_path / "schema.plain", tmp_path / "data.plain", conn_info(scratch_cluster, name),
-                            "custom", "custom", schema.source["populated_matviews"])
+    restore_schema_and_data(
+        tmp_path / "schema.plain",
+        tmp_path / "data.plain",
+        conn_info(scratch_cluster, name),
+        "custom",
+        "custom",
+        schema.source["populated_matviews"],
+    )
     assert_identical(source_dsn, scratch_cluster.dsn(name))

@@ -45,8 +45,14 @@ def _store(tmp_path: Path) -> object:
 def test_wrong_password_names_the_target_and_publishes_nothing(
     source_db: PgConnInfo, gpg_key: GeneratedKey, workdir: Path, tmp_path: Path
 ) -> None:
-    wrong = PgConnInfo(source_db.host, source_db.port, source_db.user, source_db.dbname, "not-the-password",
-                       label="target projectx (connection projectx_db)")
+    wrong = PgConnInfo(
+        source_db.host,
+        source_db.port,
+        source_db.user,
+        source_db.dbname,
+        "not-the-password",
+        label="target projectx (connection projectx_db)",
+    )
     storage = _store(tmp_path)
     with pytest.raises(DatabaseUnavailableError) as failure:
         backup.dump_to_file(make_request(wrong, gpg_key), workdir)
@@ -71,8 +77,9 @@ def test_expired_recipient_fails_before_anything_is_dumped(
     pg_cluster: TemporaryCluster, source_db: PgConnInfo, tmp_path: Path, workdir: Path
 ) -> None:
     _load_users(pg_cluster, source_db)
-    expired = generate_key(tmp_path / "keys", "expired@projectx.example", faked_system_time="20200101T000000",
-                           expire="1d")
+    expired = generate_key(
+        tmp_path / "keys", "expired@projectx.example", faked_system_time="20200101T000000", expire="1d"
+    )
     with pytest.raises(EncryptionError, match=r"expired@projectx.example.*expired"):
         backup.dump_to_file(make_request(source_db, expired), workdir)
     assert list(workdir.iterdir()) == []
@@ -83,8 +90,9 @@ def test_missing_recipient_key_fails_before_anything_is_dumped(
 ) -> None:
     from pgbackup.config import EncryptionConfig
 
-    request = make_request(source_db, gpg_key,
-                           encryption=EncryptionConfig(("nobody@projectx.example",), ("x",), "unused"))
+    request = make_request(
+        source_db, gpg_key, encryption=EncryptionConfig(("nobody@projectx.example",), ("x",), "unused")
+    )
     with pytest.raises(EncryptionError, match="nobody@projectx.example.*no public key"):
         backup.dump_to_file(request, workdir)
     assert list(workdir.iterdir()) == []
@@ -121,8 +129,9 @@ def test_stream_backup_that_fails_mid_dump_leaves_no_object(
         "CREATE ROLE limited LOGIN PASSWORD 'limited-pw'; END IF; END $$"
     )
     pg_cluster.execute("GRANT SELECT ON users TO limited", dbname=source_db.dbname)
-    limited = PgConnInfo(source_db.host, source_db.port, "limited", source_db.dbname, "limited-pw",
-                         label="target limited")
+    limited = PgConnInfo(
+        source_db.host, source_db.port, "limited", source_db.dbname, "limited-pw", label="target limited"
+    )
     storage = _store(tmp_path)
     with pytest.raises(DumpError, match="permission denied"):
         backup.stream_backup(make_request(limited, gpg_key), storage, "local")
@@ -138,12 +147,21 @@ def _good_backup(
 
 
 def test_validation_passes_on_a_good_backup_and_records_the_rto(
-    pg_cluster: TemporaryCluster, scratch_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey,
-    decryption_key: DecryptionKey, tmp_path: Path,
+    pg_cluster: TemporaryCluster,
+    scratch_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    tmp_path: Path,
 ) -> None:
     manifest, storage = _good_backup(pg_cluster, source_db, gpg_key, tmp_path)
-    record = validate_backup(manifest, storage, validation_settings(scratch_cluster, source_db),  # type: ignore[arg-type]
-                             decryption_key, tmp_path / "v")
+    record = validate_backup(
+        manifest,
+        storage,
+        validation_settings(scratch_cluster, source_db),  # type: ignore[arg-type]
+        decryption_key,
+        tmp_path / "v",
+    )
     assert record["status"] == "passed"
     assert record["tables"] == {"public.users": {"expected": 500, "found": 500, "ok": True}}
     assert record["queries"] == [{"query": "SELECT count(*) FROM users", "status": "ok", "result": [500]}]
@@ -153,8 +171,12 @@ def test_validation_passes_on_a_good_backup_and_records_the_rto(
 
 
 def test_corrupted_object_at_the_primary_fails_validation_loudly(
-    pg_cluster: TemporaryCluster, scratch_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey,
-    decryption_key: DecryptionKey, tmp_path: Path,
+    pg_cluster: TemporaryCluster,
+    scratch_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    tmp_path: Path,
 ) -> None:
     manifest, storage = _good_backup(pg_cluster, source_db, gpg_key, tmp_path)
     stored = tmp_path / "backups" / manifest.object_key
@@ -163,35 +185,61 @@ def test_corrupted_object_at_the_primary_fails_validation_loudly(
     os.chmod(stored, 0o600)
     stored.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match=manifest.object_key):
-        validate_backup(manifest, storage, validation_settings(scratch_cluster, source_db),  # type: ignore[arg-type]
-                        decryption_key, tmp_path / "v")
+        validate_backup(
+            manifest,
+            storage,
+            validation_settings(scratch_cluster, source_db),  # type: ignore[arg-type]
+            decryption_key,
+            tmp_path / "v",
+        )
     leftovers = scratch_cluster.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_restore_%'")
     assert leftovers == []
 
 
 def test_restored_rows_differing_from_the_snapshot_fail_validation(
-    pg_cluster: TemporaryCluster, scratch_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey,
-    decryption_key: DecryptionKey, tmp_path: Path,
+    pg_cluster: TemporaryCluster,
+    scratch_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    tmp_path: Path,
 ) -> None:
     manifest, storage = _good_backup(pg_cluster, source_db, gpg_key, tmp_path)
     manifest.source["row_counts"]["public.users"] = 501
     with pytest.raises(VerificationError, match="public.users: expected 501, found 500") as failure:
-        validate_backup(manifest, storage, validation_settings(scratch_cluster, source_db),  # type: ignore[arg-type]
-                        decryption_key, tmp_path / "v")
+        validate_backup(
+            manifest,
+            storage,
+            validation_settings(scratch_cluster, source_db),  # type: ignore[arg-type]
+            decryption_key,
+            tmp_path / "v",
+        )
     assert failure.value.record["status"] == "failed"
 
 
 def test_scratch_server_must_not_be_the_source_unless_allowed(
-    pg_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey, decryption_key: DecryptionKey,
+    pg_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
     tmp_path: Path,
 ) -> None:
     from pgbackup.errors import ConfigError
 
     manifest, storage = _good_backup(pg_cluster, source_db, gpg_key, tmp_path)
     with pytest.raises(ConfigError, match="is the source server"):
-        validate_backup(manifest, storage, validation_settings(pg_cluster, source_db),  # type: ignore[arg-type]
-                        decryption_key, tmp_path / "v")
-    record = validate_backup(manifest, storage,  # type: ignore[arg-type]
-                             validation_settings(pg_cluster, source_db, allow_source_server=True),
-                             decryption_key, tmp_path / "v")
+        validate_backup(
+            manifest,
+            storage,
+            validation_settings(pg_cluster, source_db),  # type: ignore[arg-type]
+            decryption_key,
+            tmp_path / "v",
+        )
+    record = validate_backup(
+        manifest,
+        storage,  # type: ignore[arg-type]
+        validation_settings(pg_cluster, source_db, allow_source_server=True),
+        decryption_key,
+        tmp_path / "v",
+    )
     assert record["status"] == "passed"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from pgbackup.retention import prune
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 
-NOW = datetime(2026, 6, 30, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
 POLICY = RetentionConfig(daily_days=30, min_keep=2)
 
 
@@ -22,9 +22,16 @@ def put_backup(storage: Storage, days_ago: int, *, verified: bool, kind: str = "
     created = now - timedelta(days=days_ago)
     key = object_key("projectx", kind, "daily", created, "dump.zst.gpg")
     storage.put_bytes(key, b"payload")
-    manifest = Manifest(backup_id=f"b{days_ago}", target="projectx", kind=kind, tier="daily", object_key=key,
-                        created_at=iso(created), artifact={"sha256": "0" * 64, "size": 7},
-                        verification={"status": "passed" if verified else "failed"})
+    manifest = Manifest(
+        backup_id=f"b{days_ago}",
+        target="projectx",
+        kind=kind,
+        tier="daily",
+        object_key=key,
+        created_at=iso(created),
+        artifact={"sha256": "0" * 64, "size": 7},
+        verification={"status": "passed" if verified else "failed"},
+    )
     storage.put_bytes(manifest_key(key), manifest.to_json())
     return key
 
@@ -75,7 +82,7 @@ def test_kinds_are_separate_tiers(storage: Storage) -> None:
 
 def test_incomplete_objects_go_only_when_old_and_a_verified_backup_exists(storage: Storage) -> None:
     # Incomplete objects (no manifest) are judged by their stored time: here, written just now.
-    later = datetime.now(timezone.utc) + timedelta(days=3)
+    later = datetime.now(UTC) + timedelta(days=3)
     partial = "projectx/daily/2026-01-01/backup_20260101_060000.dump.zst.gpg"
     storage.put_bytes(partial, b"partial")
     assert prune(storage, "projectx", POLICY, now=later).delete == []  # no verified backup yet

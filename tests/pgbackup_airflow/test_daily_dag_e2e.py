@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from devtools.airflow_runner import AirflowStandalone
+from devtools.airflow_runner import AirflowError, AirflowStandalone
 from devtools.demo import postgres_connection
 from devtools.gpg_keys import generate_key
 from devtools.pg_cluster import TemporaryCluster
@@ -46,8 +46,11 @@ def write_config(path: Path, backups: Path, key_file: Path, staging: Path) -> No
             {"name": "gcs", "type": "gcs", "conn_id": "gcs_emulator", "bucket": BUCKET, "prefix": "pg"},
             {"name": "s3_down", "type": "s3", "conn_id": "s3_unreachable", "bucket": BUCKET},
         ],
-        "encryption": {"recipients": ["e2e@projectx.example"], "public_key_files": [str(key_file)],
-                       "decryption_key_conn_id": "gpg_private"},
+        "encryption": {
+            "recipients": ["e2e@projectx.example"],
+            "public_key_files": [str(key_file)],
+            "decryption_key_conn_id": "gpg_private",
+        },
         "schedule": {"daily": {"deadline_minutes": 0.1}},
         "slack": {"conn_id": "slack_alerts"},
     }
@@ -57,8 +60,13 @@ def write_config(path: Path, backups: Path, key_file: Path, staging: Path) -> No
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("e2e")
-    with TemporaryCluster() as source, TemporaryCluster() as scratch, MotoServer() as moto, \
-            GcsEmulator() as gcs, SlackReceiver() as slack:
+    with (
+        TemporaryCluster() as source,
+        TemporaryCluster() as scratch,
+        MotoServer() as moto,
+        GcsEmulator() as gcs,
+        SlackReceiver() as slack,
+    ):
         counts = load_projectx(source.dsn("postgres"), 0.05)
         moto.create_bucket(BUCKET)
         gcs.create_bucket(BUCKET)
@@ -74,16 +82,27 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "AIRFLOW_CONN_PROJECTX_DB": postgres_connection(source),
             "AIRFLOW_CONN_BROKEN_DB": json.dumps(broken),
             "AIRFLOW_CONN_SCRATCH": postgres_connection(scratch),
-            "AIRFLOW_CONN_MOTO_S3": json.dumps({"conn_type": "aws", **aws, "extra": {
-                "endpoint_url": moto.endpoint_url, "region_name": "us-east-1"}}),
-            "AIRFLOW_CONN_S3_UNREACHABLE": json.dumps({"conn_type": "aws", **aws, "extra": {
-                "endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": "us-east-1",
-                "config_kwargs": {"connect_timeout": 2, "retries": {"max_attempts": 1}}}}),
-            "AIRFLOW_CONN_GCS_EMULATOR": json.dumps({"conn_type": "google_cloud_platform", "extra": {
-                "project": "e2e", "is_anonymous": True}}),
+            "AIRFLOW_CONN_MOTO_S3": json.dumps(
+                {"conn_type": "aws", **aws, "extra": {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1"}}
+            ),
+            "AIRFLOW_CONN_S3_UNREACHABLE": json.dumps(
+                {
+                    "conn_type": "aws",
+                    **aws,
+                    "extra": {
+                        "endpoint_url": f"http://127.0.0.1:{free_port()}",
+                        "region_name": "us-east-1",
+                        "config_kwargs": {"connect_timeout": 2, "retries": {"max_attempts": 1}},
+                    },
+                }
+            ),
+            "AIRFLOW_CONN_GCS_EMULATOR": json.dumps(
+                {"conn_type": "google_cloud_platform", "extra": {"project": "e2e", "is_anonymous": True}}
+            ),
             "AIRFLOW_CONN_SLACK_ALERTS": json.dumps({"conn_type": "slackwebhook", "password": slack.url}),
-            "AIRFLOW_CONN_GPG_PRIVATE": json.dumps({"conn_type": "generic", "password": key.passphrase,
-                                                    "extra": {"private_key": key.private_key_armored}}),
+            "AIRFLOW_CONN_GPG_PRIVATE": json.dumps(
+                {"conn_type": "generic", "password": key.passphrase, "extra": {"private_key": key.private_key_armored}}
+            ),
         }
         with AirflowStandalone(base / "airflow", env) as airflow:
             airflow.wait_for_dag(DAG_ID)
@@ -91,9 +110,22 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             run_id = airflow.trigger(DAG_ID, {"kind": "full"})
             state = airflow.wait_for_run(DAG_ID, run_id, timeout=900)
             tasks = {(t["task_id"], t["map_index"]): t for t in airflow.task_instances(DAG_ID, run_id)}
-            validate_summary = airflow.xcom(DAG_ID, run_id, "projectx.validate")
-            yield {"state": state, "tasks": tasks, "moto": moto, "gcs": gcs, "slack": slack, "counts": counts,
-                   "backups": base / "backups", "summary": validate_summary, "airflow": airflow, "run_id": run_id}
+            try:
+                validate_summary = airflow.xcom(DAG_ID, run_id, "projectx.validate")
+            except AirflowError:
+                validate_summary = None  # the assertions below say why
+            yield {
+                "state": state,
+                "tasks": tasks,
+                "moto": moto,
+                "gcs": gcs,
+                "slack": slack,
+                "counts": counts,
+                "backups": base / "backups",
+                "summary": validate_summary,
+                "airflow": airflow,
+                "run_id": run_id,
+            }
 
 
 def _manifests(e2e: dict[str, Any], target: str) -> dict[str, dict[str, Any]]:
@@ -122,12 +154,13 @@ def _manifests(e2e: dict[str, Any], target: str) -> dict[str, dict[str, Any]]:
 
 
 def test_the_run_fails_because_a_target_and_a_destination_failed(e2e: dict[str, Any]) -> None:
-    assert e2e["state"] == "failed"
     states = {key: t["state"] for key, t in e2e["tasks"].items()}
+    assert e2e["state"] == "failed"
     assert states[("projectx.dump", -1)] == "success"
     assert states[("projectx.validate", -1)] == "success"
     assert states[("broken.dump", -1)] == "failed"
-    assert states[("broken.validate", -1)] == "skipped"
+    assert states[("broken.validate", -1)] in ("skipped", "upstream_failed")
+    assert states[("broken.prune", -1)] == "upstream_failed"
     assert states[("projectx.cleanup_staging", -1)] == "success"
     assert states[("broken.cleanup_staging", -1)] == "success"
 
@@ -153,8 +186,11 @@ def test_good_target_is_verified_at_every_reachable_destination(e2e: dict[str, A
 
 
 def test_unreachable_destination_was_retried_then_failed_alone(e2e: dict[str, Any]) -> None:
-    uploads = {t["rendered_fields"].get("destination", i): t for (task, i), t in e2e["tasks"].items()
-               if task == "projectx.upload"}
+    uploads = {
+        t["rendered_fields"].get("destination", i): t
+        for (task, i), t in e2e["tasks"].items()
+        if task == "projectx.upload"
+    }
     failed = [t for t in uploads.values() if t["state"] == "failed"]
     succeeded = [t for t in uploads.values() if t["state"] == "success"]
     assert len(failed) == 1 and len(succeeded) == 3
@@ -178,7 +214,7 @@ def test_deadline_alert_reached_slack(e2e: dict[str, Any]) -> None:
 
 def test_verified_backup_emitted_an_asset_event(e2e: dict[str, Any]) -> None:
     events = e2e["airflow"]._get_json("/api/v2/assets/events?limit=50")["asset_events"]
-    ours = [e for e in events if e["source_run_id"] == e["run_id"] or e.get("source_dag_id") == DAG_ID]
+    ours = [e for e in events if e.get("source_run_id") == e2e["run_id"]]
     assert ours, events
     assert ours[0]["extra"]["verification"] == "passed"
     assert ours[0]["extra"]["sha256"] == e2e["summary"]["sha256"]

@@ -43,6 +43,15 @@ class PruneBackupsOperator(PgBackupBaseOperator):
         return results
 
 
+class PrepareStagingOperator(PgBackupBaseOperator):
+    """Create this run's private staging folder: the setup whose teardown removes it."""
+
+    def execute(self, context: Any) -> str:
+        workdir = self.workdir(context)
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return str(workdir)
+
+
 class CleanupStagingOperator(PgBackupBaseOperator):
     """Remove this run's staging folder, even when the run failed (a teardown)."""
 

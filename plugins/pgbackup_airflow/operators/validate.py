@@ -50,7 +50,7 @@ class ValidateBackupOperator(PgBackupBaseOperator):
         manifest = Manifest.from_json(raw, f"{primary.url}/{manifest_key(draft.object_key)}")
         schema_manifest = None
         if manifest.kind == "data":
-            schema_manifest = read_catalog(primary, target.name).latest_verified("schema")
+            schema_manifest = read_catalog(primary, target.name).schema_for_data()
         settings = ValidationSettings(
             scratch=scratch_conn_info(target),
             source=target_conn_info(target),
