@@ -246,6 +246,7 @@ class PgBackupConfig:
     owner: str = "data-platform"
     retries: int = 2
     retry_delay_seconds: int = 60
+    queue: str = "default"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -328,6 +329,7 @@ def parse_config(data: Any, source: str = "<config>") -> PgBackupConfig:
             "owner",
             "retries",
             "retry_delay_seconds",
+            "queue",
         },
         "top level",
     )
@@ -406,6 +408,7 @@ def parse_config(data: Any, source: str = "<config>") -> PgBackupConfig:
         staging_dir=staging_dir,
         owner=_optional(data, "owner", "config", str, "data-platform"),
         retries=_non_negative(_optional(data, "retries", "config", int, 2), "retries"),
+        queue=_optional(data, "queue", "config", str, "default"),
         retry_delay_seconds=_non_negative(
             _optional(data, "retry_delay_seconds", "config", int, 60), "retry_delay_seconds"
         ),

@@ -39,6 +39,7 @@ def build_daily_dag(config_path: str | None = None, dag_id: str = DAILY_DAG_ID) 
         "retries": config.retries,
         "retry_delay": timedelta(seconds=config.retry_delay_seconds),
         "retry_exponential_backoff": True,
+        "queue": config.queue,
     }
     dag_kwargs: dict[str, object] = {}
     if config.slack_conn_id:

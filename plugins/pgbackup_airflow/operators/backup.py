@@ -56,6 +56,7 @@ class CompressBackupOperator(PgBackupBaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         manifest = self.upstream_manifest(context)
+        self.staged_file(context, backup.DUMP_FILE)
         manifest = backup.compress_file(manifest, self.config.compression, self.workdir(context))
         self.log.info(
             "compressed: ratio %s in %ss", manifest.stages["compress"]["ratio"], manifest.stages["compress"]["seconds"]
@@ -69,6 +70,7 @@ class EncryptBackupOperator(_RequestMixin):
     def execute(self, context: Any) -> dict[str, Any]:
         manifest = self.upstream_manifest(context)
         request = self.backup_request(manifest.kind, context)
+        self.staged_file(context, backup.COMPRESSED_FILE)
         manifest = backup.encrypt_file(manifest, request, self.workdir(context))
         self.log.info(
             "encrypted to %s; sha256 %s",
@@ -97,7 +99,7 @@ class UploadBackupOperator(PgBackupBaseOperator):
         destination = self.config.destination(self.destination)
         if manifest.kind not in destination.kinds:
             raise AirflowSkipException(f"destination {destination.name} does not take {manifest.kind} backups")
-        artifact = self.workdir(context) / backup.ENCRYPTED_FILE
+        artifact = self.staged_file(context, backup.ENCRYPTED_FILE)
         published = backup.upload_artifact(manifest, artifact, open_destination(destination), destination.name)
         return {"destination": destination.name, **published.destination, "object_key": published.object_key}
 

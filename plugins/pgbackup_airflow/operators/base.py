@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +49,17 @@ class PgBackupBaseOperator(BaseOperator):
         """This run's private staging folder for this target."""
         run_id = re.sub(r"[^A-Za-z0-9_.-]", "_", str(context["run_id"]))
         return Path(self.config.staging_dir) / context["dag"].dag_id / run_id / self.target
+
+    def staged_file(self, context: Any, name: str) -> Path:
+        """A file an upstream task of this run left in staging, on this worker."""
+        path = self.workdir(context) / name
+        if not path.exists():
+            raise ConfigError(
+                f"{self.task_id}: staging file {path} is not on this worker ({socket.gethostname()}). "
+                "The staged data path needs every task of a run on one worker's disk; on a multi-worker "
+                "executor set the target's data_path: stream"
+            )
+        return path
 
     def upstream_manifest(self, context: Any) -> Manifest:
         if not self.manifest_task_id:
