@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from devtools.pg_cluster import free_port
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -44,13 +45,6 @@ STARTUP_TIMEOUT = 30.0  # seconds for a server to answer its first request
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 # moto accepts any credentials; fixed fake ones keep boto3 from searching the machine.
 MOTO_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(url: str) -> bool:

@@ -39,6 +39,12 @@ def write_config(path: Path, backups: Path, key_file: Path, staging: Path) -> No
         "targets": [
             {"name": "projectx", "postgres_conn_id": "projectx_db", "validation": {"scratch_conn_id": "scratch"}},
             {"name": "broken", "postgres_conn_id": "broken_db", "validation": {"scratch_conn_id": "scratch"}},
+            {
+                "name": "streamed",
+                "postgres_conn_id": "projectx_db",
+                "data_path": "stream",
+                "validation": {"scratch_conn_id": "scratch"},
+            },
         ],
         "destinations": [
             {"name": "local", "type": "local", "path": str(backups)},
@@ -162,11 +168,14 @@ def test_the_run_fails_because_a_target_and_a_destination_failed(e2e: dict[str, 
     assert states[("broken.validate", -1)] in ("skipped", "upstream_failed")
     assert states[("broken.prune", -1)] == "upstream_failed"
     assert states[("projectx.cleanup_staging", -1)] == "success"
+    assert states[("streamed.backup_stream", -1)] == "success"
+    assert states[("streamed.validate", -1)] == "success"
     assert states[("broken.cleanup_staging", -1)] == "success"
 
 
-def test_good_target_is_verified_at_every_reachable_destination(e2e: dict[str, Any]) -> None:
-    manifests = _manifests(e2e, "projectx")
+@pytest.mark.parametrize("target", ["projectx", "streamed"])
+def test_good_target_is_verified_at_every_reachable_destination(e2e: dict[str, Any], target: str) -> None:
+    manifests = _manifests(e2e, target)
     assert set(manifests) == {"local", "s3", "gcs"}
     shas = {m["artifact"]["sha256"] for m in manifests.values()}
     assert len(shas) == 1
@@ -179,10 +188,14 @@ def test_good_target_is_verified_at_every_reachable_destination(e2e: dict[str, A
         restored = {table: row["found"] for table, row in verification["tables"].items()}
         assert restored == {f"public.{t}": n for t, n in e2e["counts"].items()}
     local = manifests["local"]
-    assert local["object_key"].startswith("projectx/daily/")
+    assert local["object_key"].startswith(f"{target}/daily/")
     assert (e2e["backups"] / local["object_key"]).stat().st_size == local["artifact"]["size"]
-    assert e2e["summary"]["verification"] == "passed"
-    assert e2e["summary"]["sha256"] == local["artifact"]["sha256"]
+    if target == "projectx":
+        assert e2e["summary"]["verification"] == "passed"
+        assert e2e["summary"]["sha256"] == local["artifact"]["sha256"]
+    else:
+        assert manifests["s3"]["destination"]["name"] == "s3"  # the stream goes to the primary first
+        assert manifests["local"]["stages"]["dump"]["mode"] == "stream"
 
 
 def test_unreachable_destination_was_retried_then_failed_alone(e2e: dict[str, Any]) -> None:
@@ -208,7 +221,9 @@ def test_broken_target_published_nothing_and_alerted_slack(e2e: dict[str, Any]) 
 
 
 def test_deadline_alert_reached_slack(e2e: dict[str, Any]) -> None:
-    alert = e2e["slack"].wait_for(lambda post: "deadline missed" in json.dumps(post.body), timeout=60)
+    alert = e2e["slack"].wait_for(
+        lambda post: "deadline missed" in json.dumps(post.body) and e2e["run_id"] in json.dumps(post.body), timeout=60
+    )
     assert e2e["run_id"] in alert.body["text"]
 
 

@@ -9,6 +9,8 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from pgbackup import backup
 from pgbackup.backup import BackupRequest
+from pgbackup.config import DestinationConfig
+from pgbackup.manifest import Manifest
 from pgbackup_airflow.connections import open_destination, target_conn_info
 from pgbackup_airflow.operators.base import PgBackupBaseOperator, resolve_kind
 
@@ -80,10 +82,8 @@ class EncryptBackupOperator(_RequestMixin):
         return manifest.to_dict()
 
 
-class UploadBackupOperator(PgBackupBaseOperator):
-    """Upload the encrypted artifact to one destination, verify its stored checksum, write its manifest.
-
-    Mapped once per destination, so a failing destination is retried alone.
+class _OneDestinationOperator(PgBackupBaseOperator):
+    """Publishes this run's backup at one destination (mapped once per destination).
 
     :param destination: the destination's name in the config
     """
@@ -99,9 +99,22 @@ class UploadBackupOperator(PgBackupBaseOperator):
         destination = self.config.destination(self.destination)
         if manifest.kind not in destination.kinds:
             raise AirflowSkipException(f"destination {destination.name} does not take {manifest.kind} backups")
-        artifact = self.staged_file(context, backup.ENCRYPTED_FILE)
-        published = backup.upload_artifact(manifest, artifact, open_destination(destination), destination.name)
+        published = self.publish(manifest, destination, context)
         return {"destination": destination.name, **published.destination, "object_key": published.object_key}
+
+    def publish(self, manifest: Manifest, destination: DestinationConfig, context: Any) -> Manifest:
+        raise NotImplementedError
+
+
+class UploadBackupOperator(_OneDestinationOperator):
+    """Upload the staged encrypted artifact, verify its stored checksum, write its manifest last.
+
+    A failing destination is retried alone.
+    """
+
+    def publish(self, manifest: Manifest, destination: DestinationConfig, context: Any) -> Manifest:
+        artifact = self.staged_file(context, backup.ENCRYPTED_FILE)
+        return backup.upload_artifact(manifest, artifact, open_destination(destination), destination.name)
 
 
 class StreamBackupOperator(_RequestMixin):
@@ -121,20 +134,9 @@ class StreamBackupOperator(_RequestMixin):
         return manifest.to_dict()
 
 
-class ReplicateBackupOperator(PgBackupBaseOperator):
+class ReplicateBackupOperator(_OneDestinationOperator):
     """Copy the primary's published backup to one more destination, checking sha256 end to end."""
 
-    template_fields: Sequence[str] = ("target", "destination")
-
-    def __init__(self, *, destination: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.destination = destination
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        manifest = self.upstream_manifest(context)
-        destination = self.config.destination(self.destination)
-        if manifest.kind not in destination.kinds:
-            raise AirflowSkipException(f"destination {destination.name} does not take {manifest.kind} backups")
+    def publish(self, manifest: Manifest, destination: DestinationConfig, context: Any) -> Manifest:
         primary = open_destination(self.config.primary)
-        published = backup.replicate(manifest, primary, open_destination(destination), destination.name)
-        return {"destination": destination.name, **published.destination, "object_key": published.object_key}
+        return backup.replicate(manifest, primary, open_destination(destination), destination.name)
