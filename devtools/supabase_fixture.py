@@ -75,3 +75,19 @@ def supabase_cluster() -> Iterator[SupabaseCluster]:
 def load_demo_app(project: SupabaseCluster, sql: Path = APP_SQL) -> None:
     """Load the demo app as ``postgres``, exactly as a project's SQL editor would run it."""
     psql_file(project.postgres_dsn(), sql)
+
+
+PLATFORM_TEMPLATE = "supabase_platform"
+
+
+def create_platform_template(project: SupabaseCluster, name: str = PLATFORM_TEMPLATE) -> str:
+    """Copy a fresh project's database into a template that postgres may clone.
+
+    What validation's scratch server needs for the supabase profile: every scratch database
+    is ``CREATE DATABASE ... TEMPLATE <name>``, so it starts with the platform, exactly like a
+    new project. Run it before loading any app (the copy is the platform only) and while no
+    one is connected to the project database. IS_TEMPLATE lets the non-owner postgres clone it.
+    """
+    project.cluster.execute(f'CREATE DATABASE "{name}" TEMPLATE {PROJECT_DB}', dbname="template1")
+    project.cluster.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true', dbname="template1")
+    return name

@@ -10,16 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pgbackup import __version__
+from pgbackup import __version__, supabase
 from pgbackup.compress import CompressStage, tool_version
 from pgbackup.config import CompressionConfig, EncryptionConfig
 from pgbackup.dump import DumpStage, SnapshotSession, server_major_version
-from pgbackup.errors import IntegrityError, PgBackupError, StorageError
+from pgbackup.errors import ConfigError, IntegrityError, StorageError
 from pgbackup.gpg import EncryptStage, Keyring, RecipientKey, gpg_version
 from pgbackup.manifest import (
     Manifest,
@@ -38,6 +39,7 @@ from pgbackup.storage.base import Storage, UploadResult
 log = logging.getLogger(__name__)
 
 DUMP_FILE = "dump"
+ARCHIVE_FILE = "dump.archive"  # supabase + plain: the custom archive the SQL is rendered from
 COMPRESSED_FILE = "dump.compressed"
 ENCRYPTED_FILE = "dump.compressed.gpg"
 
@@ -115,15 +117,21 @@ def _stage_record(stats: StageStats, input_bytes: int | None, output_bytes: int 
     return record
 
 
+def _renders_sql(request: BackupRequest) -> bool:
+    """A plain supabase backup is the TOC-filtered archive rendered to SQL, not pg_dump's SQL."""
+    return request.profile == "supabase" and request.dump_format == "plain"
+
+
 def _dump_stage(request: BackupRequest, server_major: int, snapshot: str | None) -> DumpStage:
     profile = profile_for(request.profile)
     return DumpStage(
         conn=request.source,
         kind=request.kind,
-        dump_format=request.dump_format,
+        dump_format="custom" if _renders_sql(request) else request.dump_format,
         snapshot=snapshot,
         server_major=server_major,
         exclude_schemas=request.exclude_schemas + profile.excluded_schemas(request.kind),
+        privileges=profile.keep_privileges,
     )
 
 
@@ -139,6 +147,29 @@ def _record_source(manifest: Manifest, request: BackupRequest, session: Snapshot
     manifest.source = session.info.as_dict()
     manifest.source["pg_dump_version"] = stage.pg_dump_version()
     manifest.excluded = profile_for(request.profile).exclusion_notes(request.kind, request.exclude_schemas)
+    if request.profile == "supabase":
+        manifest.excluded += supabase.manifest_exclusions(request.kind)
+        # Roles without passwords, and the platform's shape, which validation's scratch must match.
+        manifest.source["roles"] = supabase.capture_custom_roles(request.source)
+        manifest.source["platform_shape"] = supabase.platform_shape(request.source)
+
+
+def _render_plain(manifest: Manifest, request: BackupRequest, workdir: Path) -> None:
+    """Turn the staged custom archive into the filtered SQL a new Supabase project accepts."""
+    archive = workdir / ARCHIVE_FILE
+    started = time.monotonic()
+    preamble = supabase.plain_preamble(manifest.source.get("roles"), supabase.archive_has_acls(archive))
+    kept, left_out = supabase.render_sql(archive, request.kind, workdir / DUMP_FILE, preamble=preamble)
+    manifest.stages["render"] = {
+        "seconds": round(time.monotonic() - started, 3),
+        "input_bytes": archive.stat().st_size,
+        "output_bytes": (workdir / DUMP_FILE).stat().st_size,
+        "kept_entries": kept,
+        "excluded_entries": len(left_out),
+    }
+    # Entry by entry, what this file leaves out (the category notes are already there).
+    manifest.excluded += left_out
+    archive.unlink()
 
 
 # -- the staged path ------------------------------------------------------------------
@@ -154,10 +185,12 @@ def dump_to_file(request: BackupRequest, workdir: Path) -> Manifest:
         assert session.info is not None
         stage = _dump_stage(request, checked.server_major, session.info.snapshot)
         session.start_counting()
-        _, result = run_chain([stage], write_to_file(workdir / DUMP_FILE))
+        _, result = run_chain([stage], write_to_file(workdir / (ARCHIVE_FILE if _renders_sql(request) else DUMP_FILE)))
         session.finish_counting()
         _record_source(manifest, request, session, stage)
     manifest.stages["dump"] = _stage_record(result.stages[0], None, result.output_bytes)
+    if _renders_sql(request):
+        _render_plain(manifest, request, workdir)
     log.info(
         "dumped %s (%s) to %s: %d bytes in %.1fs",
         request.target,
@@ -231,6 +264,11 @@ def replicate(manifest: Manifest, source: Storage, target: Storage, destination:
 
 def stream_backup(request: BackupRequest, primary: Storage, destination: str) -> Manifest:
     """dump | compress | encrypt | upload in one pass, with no intermediate file."""
+    if _renders_sql(request):
+        raise ConfigError(
+            f"target {request.target}: profile supabase with dump_format plain needs data_path staged: the plain "
+            "file is rendered from a filtered custom archive, which takes a staging file"
+        )
     checked = preflight(request)
     started_at = utcnow()
     manifest = new_manifest(request, started_at)
@@ -282,15 +320,3 @@ def _record_stream_stages(manifest: Manifest, result: ChainResult) -> None:
 def remove_workdir(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
-
-__all__ = [
-    "BackupRequest",
-    "PgBackupError",
-    "compress_file",
-    "dump_to_file",
-    "encrypt_file",
-    "preflight",
-    "replicate",
-    "stream_backup",
-    "upload_artifact",
-]

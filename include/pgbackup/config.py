@@ -97,10 +97,16 @@ class ValidationConfig:
     allow_source_server: bool = False
     queries: tuple[str, ...] = SEED_VALIDATION_QUERIES
     restore_jobs: int = 2
+    # A database on the scratch server that scratch databases are created from (CREATE
+    # DATABASE ... TEMPLATE). Required by the supabase profile: the restore is only proven
+    # on a database that already has the source project's platform.
+    scratch_template: str | None = None
 
     def __post_init__(self) -> None:
         if self.restore_jobs < 1 or self.restore_jobs > 64:
             raise ConfigError(f"validation.restore_jobs: expected 1..64, got {self.restore_jobs}")
+        if self.scratch_template is not None and not 0 < len(self.scratch_template) < 64:
+            raise ConfigError(f"validation.scratch_template: expected a database name, got {self.scratch_template!r}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,17 @@ class TargetConfig:
         if self.data_path not in DATA_PATHS:
             raise ConfigError(
                 f"targets.{self.name}.data_path: {self.data_path!r} is not one of {', '.join(DATA_PATHS)}"
+            )
+        if self.profile == "supabase" and self.validation.scratch_template is None:
+            raise ConfigError(
+                f"targets.{self.name}.validation.scratch_template: required for profile supabase: the name of a "
+                "template database with a new Supabase project's platform on the scratch server (validation "
+                "restores into a copy of it, as the non-superuser postgres)"
+            )
+        if self.profile == "supabase" and self.dump_format == "plain" and self.data_path == "stream":
+            raise ConfigError(
+                f"targets.{self.name}.data_path: profile supabase with dump_format plain needs data_path staged "
+                "(the plain file is rendered from a filtered custom archive)"
             )
 
 
@@ -459,7 +476,11 @@ def _parse_target(raw: Any, index: int) -> TargetConfig:
     )
     validation_raw = _require(raw, "validation", where, dict)
     vwhere = f"{where}.validation"
-    _reject_unknown(validation_raw, {"scratch_conn_id", "allow_source_server", "queries", "restore_jobs"}, vwhere)
+    _reject_unknown(
+        validation_raw,
+        {"scratch_conn_id", "allow_source_server", "queries", "restore_jobs", "scratch_template"},
+        vwhere,
+    )
     validation = ValidationConfig(
         scratch_conn_id=_check_conn_id(
             _require(validation_raw, "scratch_conn_id", vwhere, str), f"{vwhere}.scratch_conn_id"
@@ -467,6 +488,7 @@ def _parse_target(raw: Any, index: int) -> TargetConfig:
         allow_source_server=_optional(validation_raw, "allow_source_server", vwhere, bool, False),
         queries=tuple(_str_list(validation_raw, "queries", vwhere, list(SEED_VALIDATION_QUERIES))),
         restore_jobs=_optional(validation_raw, "restore_jobs", vwhere, int, 2),
+        scratch_template=_optional(validation_raw, "scratch_template", vwhere, str, None),
     )
     return TargetConfig(
         name=name,

@@ -178,11 +178,14 @@ class DumpStage:
     server_major: int | None = None
     exclude_schemas: tuple[str, ...] = ()
     extra_args: tuple[str, ...] = ()
+    privileges: bool = False  # keep GRANT/REVOKE (the supabase profile restores them exactly)
     name: str = "pg_dump"
     error_class: type[DumpError] = DumpError
 
     def argv(self, program: str) -> list[str]:
-        argv = [program, "--no-password", "--no-owner", "--no-privileges"]
+        argv = [program, "--no-password", "--no-owner"]
+        if not self.privileges:
+            argv.append("--no-privileges")
         if self.dump_format == "custom":
             # Compression is its own stage (multi-threaded, and the same for both paths).
             argv += ["--format=custom", "--compress=0"]

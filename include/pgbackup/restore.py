@@ -12,13 +12,14 @@ import contextlib
 import logging
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgbackup import supabase
 from pgbackup.compress import DecompressStage
-from pgbackup.dump import SYSTEM_SCHEMAS, server_major_version
+from pgbackup.dump import server_major_version
 from pgbackup.errors import ConfigError, IntegrityError, RestoreError, StorageError, VerificationError
 from pgbackup.gpg import DecryptStage, Keyring
 from pgbackup.manifest import (
@@ -83,17 +84,34 @@ def fetch_plaintext(manifest: Manifest, storage: Storage, keyring: Keyring, targ
     return {"fetch_seconds": round(time.monotonic() - started, 3), "plaintext_bytes": result.output_bytes}
 
 
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 @contextlib.contextmanager
-def scratch_database(scratch: PgConnInfo, prefix: str = "test_restore") -> Iterator[PgConnInfo]:
-    """Create a uniquely named database and drop it on exit, even on failure."""
+def scratch_database(
+    scratch: PgConnInfo, prefix: str = "test_restore", template: str | None = None
+) -> Iterator[PgConnInfo]:
+    """Create a uniquely named database (a copy of ``template`` if given) and drop it on exit, even on failure."""
+    import psycopg2
+
     name = f"{prefix}_{utcnow():%Y%m%d_%H%M%S}_{int(time.monotonic() * 1000) % 100000}"
+    create = f"CREATE DATABASE {_ident(name)}" + (f" TEMPLATE {_ident(template)}" if template else "")
     admin = connect(scratch)
     try:
         with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            cur.execute(create)
+    except psycopg2.Error as exc:
+        if template is None:
+            raise
+        raise RestoreError(
+            f"cannot create a scratch database from template {template!r} on {scratch.describe()}: "
+            f"{str(exc).strip()} (the template must exist, be marked IS_TEMPLATE true unless "
+            f"{scratch.user} owns it, and have no open connections)"
+        ) from exc
     finally:
         admin.close()
-    log.info("created scratch database %s on %s", name, scratch.describe())
+    log.info("created scratch database %s on %s%s", name, scratch.describe(), f" from {template}" if template else "")
     try:
         yield scratch.with_dbname(name)
     finally:
@@ -173,18 +191,6 @@ def count_rows(conn: PgConnInfo, tables: list[str]) -> dict[str, int | None]:
     return found
 
 
-def list_tables(conn: PgConnInfo) -> list[str]:
-    from pgbackup.dump import _TABLES_SQL, qualified
-
-    connection = connect(conn)
-    try:
-        with connection.cursor() as cur:
-            cur.execute(_TABLES_SQL, (list(SYSTEM_SCHEMAS),))
-            return [qualified(s, t) for s, t in cur.fetchall()]
-    finally:
-        connection.close()
-
-
 def run_queries(conn: PgConnInfo, queries: tuple[str, ...]) -> list[dict[str, Any]]:
     """The seed's validation queries, where their tables exist."""
     import psycopg2
@@ -207,17 +213,24 @@ def run_queries(conn: PgConnInfo, queries: tuple[str, ...]) -> list[dict[str, An
     return results
 
 
-def compare_counts(manifest: Manifest, found: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+def compare_counts(
+    manifest: Manifest, found: dict[str, int | None], rows_left_out: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per table: expected vs found rows. Tables in ``rows_left_out`` (table -> why) must
+    exist, but their rows are not compared: the restore deliberately does not load them."""
     expected: dict[str, int] = manifest.source.get("row_counts", {})
+    left_out = rows_left_out or {}
     report: dict[str, dict[str, Any]] = {}
     for table in manifest.source.get("tables", []):
         want = expected.get(table) if manifest.kind != "schema" else None
         got = found.get(table)
-        if manifest.kind == "schema":
+        if manifest.kind == "schema" or table in left_out:
             ok = got is not None
         else:
             ok = got is not None and got == want
         report[table] = {"expected": want, "found": got, "ok": ok}
+        if table in left_out and manifest.kind != "schema":
+            report[table]["rows_not_compared"] = left_out[table]
     return report
 
 
@@ -228,8 +241,15 @@ class ValidationSettings:
     allow_source_server: bool = False
     queries: tuple[str, ...] = ()
     restore_jobs: int = 2
+    template: str | None = None  # scratch databases are created from it (validation.scratch_template)
 
-    def check(self, target: str) -> None:
+    def check(self, target: str, profile: str = "plain") -> None:
+        if profile == "supabase" and not self.template:
+            raise ConfigError(
+                f"target {target}: validation.scratch_template is required to validate a supabase-profile backup: "
+                "a template database with a new Supabase project's platform on the scratch server "
+                "(an empty database proves nothing about a restore into a Supabase project)"
+            )
         if self.scratch.is_same_server(self.source) and not self.allow_source_server:
             raise ConfigError(
                 f"target {target}: the validation scratch server {self.scratch.describe()} is the source server; "
@@ -250,7 +270,7 @@ def validate_backup(
     Returns the verification record (status passed). Raises VerificationError with the
     record attached when anything differs; the caller records that too.
     """
-    settings.check(manifest.target)
+    settings.check(manifest.target, manifest.profile)
     workdir.mkdir(parents=True, exist_ok=True)
     archive = workdir / RESTORED_FILE
     started = time.monotonic()
@@ -269,12 +289,26 @@ def validate_backup(
                 record["schema_from"] = f"backup {schema_manifest.backup_id}"
             else:
                 # First data backup of a target: nothing verified to restore it onto yet.
-                dump_schema_now(settings.source, schema_archive)
+                dump_schema_now(settings.source, schema_archive, manifest.profile)
                 record["schema_from"] = "the source's schema at validation time (no verified schema or full backup yet)"
-    with scratch_database(settings.scratch) as db:
+    rows_left_out: dict[str, str] = {}
+    with scratch_database(settings.scratch, template=settings.template) as db:
         record["scratch_database"] = db.dbname
+        if settings.template:
+            record["scratch_template"] = settings.template
         restore_started = time.monotonic()
-        if schema_archive is not None:
+        if manifest.profile == "supabase":
+            # Prove the same strict restore a new project gets, on the source's platform shape.
+            supabase.check_platform_shape(
+                manifest.source.get("platform_shape"), db, f"{manifest.backup_id} (template {settings.template})"
+            )
+            record["platform_shape"] = manifest.source["platform_shape"]["sha256"]
+            record["excluded"] = restore_supabase_backup(
+                manifest, archive, db, workdir, schema_archive, schema_manifest
+            )
+            rows_left_out = supabase.rows_left_out(manifest.source.get("tables", []))
+            record["rows_not_compared"] = rows_left_out
+        elif schema_archive is not None:
             schema_format = schema_manifest.dump_format if schema_manifest else "custom"
             matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
             restore_schema_and_data(
@@ -284,7 +318,7 @@ def validate_backup(
             restore_archive(archive, db, manifest.dump_format, jobs=settings.restore_jobs)
         record["restore_seconds"] = round(time.monotonic() - restore_started, 3)
         tables = list(manifest.source.get("tables", []))
-        report = compare_counts(manifest, count_rows(db, tables))
+        report = compare_counts(manifest, count_rows(db, tables), rows_left_out)
         record["queries"] = run_queries(db, settings.queries)
     archive.unlink(missing_ok=True)
     if schema_archive is not None:
@@ -309,12 +343,72 @@ def validate_backup(
     return record
 
 
-def dump_schema_now(source: PgConnInfo, target: Path) -> None:
-    """A custom-format schema-only dump of the source as it is now."""
+def dump_schema_now(source: PgConnInfo, target: Path, profile: str = "plain") -> None:
+    """A custom-format schema-only dump of the source as it is now, as the profile dumps it."""
     from pgbackup.dump import DumpStage
+    from pgbackup.profiles import profile_for
 
-    stage = DumpStage(source, "schema", server_major=server_major_version(source))
+    chosen = profile_for(profile)
+    stage = DumpStage(
+        source,
+        "schema",
+        server_major=server_major_version(source),
+        exclude_schemas=chosen.excluded_schemas("schema"),
+        privileges=chosen.keep_privileges,
+    )
     run_chain([stage], write_to_file(target))
+
+
+def restore_supabase_backup(
+    manifest: Manifest,
+    archive: Path,
+    db: PgConnInfo,
+    workdir: Path,
+    schema_archive: Path | None = None,
+    schema_manifest: Manifest | None = None,
+) -> list[dict[str, str]]:
+    """Restore a supabase-profile backup the way a new project takes it: TOC-filtered, one
+    transaction, stop at the first error, as ``db``'s user. Returns what was left out, and why."""
+    roles = manifest.source.get("roles")
+    if schema_archive is None:
+        if manifest.dump_format == "custom":
+            return supabase.restore_supabase(archive, db, kind=manifest.kind, roles=roles, workdir=workdir).excluded
+        # Plain: already filtered at backup time, with its own preamble (roles, replica mode).
+        supabase.run_sql_strict(db, [archive])
+        return [e for e in manifest.excluded if "entry" in e]
+    schema_format = schema_manifest.dump_format if schema_manifest else "custom"
+    matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
+    if schema_format == "custom" and manifest.dump_format == "custom":
+        report = supabase.restore_supabase_pair(
+            schema_archive, archive, db, roles=roles, populated_matviews=matviews, workdir=workdir
+        )
+        return report.excluded
+    # Mixed formats: render the custom part(s) against this target, then one strict psql run.
+    facts = supabase.target_facts(db)
+    excluded: list[dict[str, str]] = []
+    scripts: list[Path] = []
+    for part, part_format, kind, part_manifest in (
+        (schema_archive, schema_format, "schema", schema_manifest),
+        (archive, manifest.dump_format, manifest.kind, manifest),
+    ):
+        if part_format == "plain":
+            scripts.append(part)
+            excluded += [e for e in (part_manifest.excluded if part_manifest else []) if "entry" in e]
+            continue
+        script = part.with_name(part.name + ".sql")
+        preamble = supabase.plain_preamble(roles, supabase.archive_has_acls(part))
+        excluded += supabase.render_sql(part, kind, script, facts, preamble=preamble)[1]
+        scripts.append(script)
+    if matviews:
+        scripts.append(workdir / "matviews.sql")
+        scripts[-1].write_text("".join(f"REFRESH MATERIALIZED VIEW {name};\n" for name in matviews))
+    try:
+        supabase.run_sql_strict(db, scripts)
+    finally:
+        for script in scripts:
+            if script not in (schema_archive, archive):
+                script.unlink(missing_ok=True)
+    return excluded
 
 
 def restore_schema_and_data(

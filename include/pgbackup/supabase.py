@@ -25,7 +25,10 @@ No Airflow imports: this is the engine.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -38,7 +41,7 @@ from pgbackup.dump import server_major_version
 from pgbackup.errors import RestoreError
 from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
 from pgbackup.pgtools import find_program
-from pgbackup.profiles import SUPABASE_PLATFORM_SCHEMAS
+from pgbackup.profiles import SUPABASE_NO_DATA_SCHEMAS, SUPABASE_PLATFORM_SCHEMAS
 
 # Roles the platform creates and runs as; objects they own are the platform's.
 PLATFORM_ROLES = frozenset({
@@ -58,11 +61,11 @@ MIGRATION_TABLES = frozenset({
     ("supabase_migrations", "seed_files"),
 })
 # Schemas whose rows are platform state, not user data, or cannot move between projects
-# (vault and pgsodium rows are encrypted with the source project's root key).
-NO_DATA_SCHEMAS = frozenset({
-    "_analytics", "_realtime", "_supavisor", "pgbouncer", "pgsodium", "pgsodium_masks", "vault",
-    "net", "supabase_migrations", "graphql", "graphql_public",
-})
+# (vault and pgsodium rows are encrypted with the source project's root key). The supabase
+# profile leaves them out of dumps too; the TOC filter also skips them in other archives.
+NO_DATA_SCHEMAS = frozenset(SUPABASE_NO_DATA_SCHEMAS)
+MIGRATION_REASON = "platform migration history; the target keeps its own"
+NO_DATA_REASON = "platform state, or secrets encrypted with the source project's key"
 PLATFORM_PUBLICATIONS = frozenset({"supabase_realtime", "supabase_realtime_messages_publication"})
 # What a new project has installed; used when the target cannot be asked (plain rendering).
 PREINSTALLED_EXTENSIONS = frozenset({
@@ -212,9 +215,9 @@ def _exclusion_reason(
         return None  # a user table in a publication: "enable realtime" survives
     if desc == "TABLE DATA":
         if (entry.schema, entry.name) in MIGRATION_TABLES:
-            return "platform migration history; the target keeps its own"
+            return MIGRATION_REASON
         if entry.schema in NO_DATA_SCHEMAS:
-            return "platform state, or secrets encrypted with the source project's key"
+            return NO_DATA_REASON
         return None  # platform tables' rows are user data (auth users, storage objects, ...)
     if desc == "SEQUENCE SET":
         if entry.schema in NO_DATA_SCHEMAS:
@@ -411,23 +414,49 @@ class SupabaseRestoreReport:
 
 
 def render_sql(
-    archive: Path, kind: str, out: Path, facts: TargetFacts | None = None, sections: Sequence[str] = (),
+    archive: Path,
+    kind: str,
+    out: Path,
+    facts: TargetFacts | None = None,
+    sections: Sequence[str] = (),
+    preamble: str = "",
 ) -> tuple[int, list[dict[str, str]]]:
     """Write the filtered archive as plain SQL (what a plain Supabase backup should contain).
 
-    Without ``facts`` (no target to ask) a new project's shape is assumed. Returns the number
-    of kept entries and the left-out ones.
+    Without ``facts`` (no target to ask) a new project's shape is assumed. ``preamble`` (see
+    :func:`plain_preamble`) goes first. Returns the number of kept entries and the left-out ones.
     """
     toc = list_toc(archive)
     kept, excluded = filter_toc(toc, kind, facts, trigger_functions(archive, toc))
     listing = out.with_name(out.name + ".list")
     listing.write_text("".join(line + "\n" for line in kept))
     # --no-owner: objects belong to whoever restores (postgres), as in the seed's restores.
-    argv = [find_program("pg_restore"), "--no-owner", "-L", str(listing), "-f", str(out)]
+    body = out.with_name(out.name + ".body") if preamble else out
+    argv = [find_program("pg_restore"), "--no-owner", "-L", str(listing), "-f", str(body)]
     argv += [f"--section={s}" for s in sections]
     _run([*argv, str(archive)])
     listing.unlink()
+    if preamble:
+        # Streamed, not read: a rendered dump can be as large as the database.
+        with out.open("wb") as sink, body.open("rb") as source:
+            sink.write(preamble.encode("utf-8"))
+            shutil.copyfileobj(source, sink, 1 << 20)
+        body.unlink()
     return len(kept), excluded
+
+
+def plain_preamble(roles: Mapping[str, Any] | None, clear_default_privileges: bool) -> str:
+    """What a plain Supabase backup runs before its objects, so that the documented
+    ``psql --single-transaction -v ON_ERROR_STOP=1 -f backup.sql`` alone restores it:
+    replica mode (platform FKs/triggers already exist), the custom roles, and postgres's
+    default privileges cleared (the file's DEFAULT ACL entries put the source's back)."""
+    parts = [
+        "-- pgbackup supabase preamble\n",
+        "SET session_replication_role = replica;\n",
+        roles_sql(roles) if roles else "",
+        CLEAR_OWN_DEFAULT_PRIVILEGES if clear_default_privileges else "",
+    ]
+    return "".join(parts)
 
 
 def run_sql_strict(target: PgConnInfo, scripts: Sequence[Path], *, replica: bool = True) -> float:
@@ -569,3 +598,85 @@ def manifest_exclusions(kind: str) -> list[dict[str, str]]:
         notes.append({"what": "rows in schemas " + ", ".join(sorted(NO_DATA_SCHEMAS)),
                       "reason": "platform state, or secrets encrypted with the source project's key"})
     return notes
+
+
+def rows_left_out(tables: Iterable[str]) -> dict[str, str]:
+    """Of the manifest's ``schema.table`` keys, those whose rows no supabase restore loads, and why."""
+    found: dict[str, str] = {}
+    for table in tables:
+        schema, _, name = table.partition(".")
+        if (schema, name) in MIGRATION_TABLES:
+            found[table] = MIGRATION_REASON
+        elif schema in NO_DATA_SCHEMAS:
+            found[table] = NO_DATA_REASON
+    return found
+
+
+# -- the platform's shape: what a scratch database must match before a restore proves anything --
+
+# Platform-owned relations only: user tables that live in platform schemas are restored, so
+# they are not part of the shape the target must already have.
+_PLATFORM_COLUMNS_SQL = """
+SELECT n.nspname, c.relname, c.relkind::text, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND pg_get_userbyid(c.relowner) = ANY(%s)
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+# Extensions the platform installed (owned by a platform role); ones the user enabled
+# (owned by postgres) are restored by the backup itself.
+_PLATFORM_EXTENSIONS_SQL = """
+SELECT extname, extversion FROM pg_extension WHERE pg_get_userbyid(extowner) = ANY(%s) ORDER BY 1
+"""
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def platform_shape(conn: PgConnInfo) -> dict[str, Any]:
+    """A fingerprint of the platform: its tables' columns and types, and its extensions.
+
+    ``sha256`` covers everything; ``relations`` (a short digest per platform table) and
+    ``extensions`` let a mismatch name what differs.
+    """
+    connection = connect(conn)
+    try:
+        with connection.cursor() as cur:
+            cur.execute(_PLATFORM_COLUMNS_SQL, (list(SUPABASE_PLATFORM_SCHEMAS), sorted(PLATFORM_ROLES)))
+            columns = cur.fetchall()
+            cur.execute(_PLATFORM_EXTENSIONS_SQL, (sorted(PLATFORM_ROLES),))
+            extensions = [f"{name} {version}" for name, version in cur.fetchall()]
+    finally:
+        connection.close()
+    relations: dict[str, list[list[Any]]] = {}
+    for schema, table, relkind, column, type_name, not_null in columns:
+        relations.setdefault(f"{schema}.{table}", []).append([relkind, column, type_name, not_null])
+    return {
+        "sha256": _digest({"relations": relations, "extensions": extensions}),
+        "relations": {name: _digest(cols)[:16] for name, cols in relations.items()},
+        "extensions": extensions,
+    }
+
+
+def check_platform_shape(expected: Mapping[str, Any] | None, target: PgConnInfo, where: str) -> dict[str, Any]:
+    """Raise RestoreError unless ``target`` has the platform shape recorded in the backup."""
+    if not expected or "sha256" not in expected:
+        raise RestoreError(
+            f"{where}: the backup records no platform_shape (taken before pgbackup captured it), so no "
+            "scratch database can be shown to match its Supabase platform; take a new backup"
+        )
+    found = platform_shape(target)
+    if found["sha256"] == expected["sha256"]:
+        return found
+    want, got = dict(expected.get("relations", {})), found["relations"]
+    differing = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+    extensions = sorted(set(expected.get("extensions", [])) ^ set(found["extensions"]))
+    raise RestoreError(
+        f"{where}: the scratch database {target.describe()} has platform shape {found['sha256']}, but the backup "
+        f"was taken from a project with platform shape {expected['sha256']} (tables differing: "
+        f"{', '.join(differing[:20]) or 'none'}; extensions differing: {', '.join(extensions) or 'none'}). "
+        "Rebuild the scratch template from a project on the source's platform version."
+    )

@@ -30,6 +30,14 @@ def test_shipped_config_is_valid() -> None:
     assert config.daily.kind_for_hour_minute(7, 0) is None
 
 
+def test_scratch_template_is_optional_except_for_supabase() -> None:
+    assert load_config(SHIPPED).target("projectx").validation.scratch_template == "supabase_platform"
+    data = shipped()
+    data["targets"][0]["validation"].pop("scratch_template")
+    data["targets"][0]["profile"] = "plain"
+    assert parse_config(data).target("projectx").validation.scratch_template is None
+
+
 def test_every_top_level_key_is_accepted() -> None:
     data = shipped() | {"retries": 1, "retry_delay_seconds": 5, "owner": "x"}
     config = parse_config(data)
@@ -53,6 +61,15 @@ def test_every_top_level_key_is_accepted() -> None:
         (lambda d: d["schedule"]["daily"].update(full="at six"), "schedule.daily.full: 'at six' is not a five-field"),
         (lambda d: d.update(colour="blue"), "unknown key(s) colour"),
         (lambda d: d["targets"].append(dict(d["targets"][0])), "targets: the name 'projectx' is used twice"),
+        (
+            lambda d: d["targets"][0]["validation"].pop("scratch_template"),
+            "targets.projectx.validation.scratch_template: required for profile supabase",
+        ),
+        (lambda d: d["targets"][0]["validation"].update(scratch_template=7), "validation.scratch_template: expected"),
+        (
+            lambda d: d["targets"][0].update(dump_format="plain", data_path="stream"),
+            "targets.projectx.data_path: profile supabase with dump_format plain needs data_path staged",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, mutate: Any, expected: str) -> None:

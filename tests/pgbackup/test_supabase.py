@@ -17,12 +17,12 @@ import pytest
 from devtools.db_compare import client_conninfo, compare_databases, diff_snapshots, run_pg_tool, snapshot
 from devtools.gpg_keys import GeneratedKey
 from devtools.pg_cluster import pg_bin
-from devtools.supabase_fixture import SupabaseCluster, load_demo_app, supabase_cluster
+from devtools.supabase_fixture import SupabaseCluster, create_platform_template, load_demo_app, supabase_cluster
 from pgbackup import backup, supabase
-from pgbackup.errors import RestoreError
+from pgbackup.errors import ConfigError, RestoreError
 from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
-from pgbackup.restore import DecryptionKey, decryption_keyring, fetch_plaintext
+from pgbackup.restore import DecryptionKey, ValidationSettings, decryption_keyring, fetch_plaintext, validate_backup
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 from tests.pgbackup.conftest import make_request
@@ -221,6 +221,14 @@ def test_full_backup_restores_into_fresh_project_with_zero_errors(
     archive = fetch(manifest, storage, decryption_key, tmp_path / "full.dump")
     roles = supabase.capture_custom_roles(as_postgres(source))
 
+    # The manifest says what a restore leaves out, carries the roles (no passwords) and the platform's shape.
+    assert any("event triggers" in e.get("what", "") for e in manifest.excluded)
+    assert [r["rolname"] for r in manifest.source["roles"]["roles"]] == ["app_reader"]
+    assert "password" not in str(manifest.source["roles"]).lower().replace("no passwords", "")
+    assert manifest.source["platform_shape"]["sha256"] == supabase.platform_shape(as_postgres(fresh))["sha256"]
+    assert "auth.users" in manifest.source["platform_shape"]["relations"]
+    assert "public.profiles" in manifest.source["row_counts"] and manifest.source["row_counts"]["auth.users"] == 25
+
     report = supabase.restore_supabase(archive, as_postgres(fresh, "fresh project"), roles=roles)
 
     assert report.errors == 0
@@ -249,7 +257,7 @@ def test_restore_is_one_transaction(source: SupabaseCluster, fresh: SupabaseClus
     assert diff_snapshots(before, after) == ["sequence auth.refresh_tokens_id_seq: (1, False) != (25, True)"]
 
 
-def test_plain_rendering_restores_with_the_documented_strict_psql(
+def test_plain_backup_restores_with_the_documented_strict_psql(
     source: SupabaseCluster,
     fresh: SupabaseCluster,
     gpg_key: GeneratedKey,
@@ -257,32 +265,30 @@ def test_plain_rendering_restores_with_the_documented_strict_psql(
     workdir: Path,
     tmp_path: Path,
 ) -> None:
-    """A plain Supabase backup = the filtered archive rendered without asking any target."""
+    """A plain supabase backup is the filtered archive rendered to SQL, roles and all: the
+    documented ``psql --single-transaction -v ON_ERROR_STOP=1 -f backup.sql`` restores it."""
     storage = open_storage(f"file://{tmp_path}/backups")
-    manifest = take_backup("staged", make_request(as_postgres(source), gpg_key, profile="supabase"), storage, workdir)
-    archive = fetch(manifest, storage, decryption_key, tmp_path / "full.dump")
-    script = tmp_path / "backup.sql"
-    kept, excluded = supabase.render_sql(archive, "full", script)  # a new project's shape assumed
-    assert kept > 40 and excluded
-    # psql --single-transaction -v ON_ERROR_STOP=1 -c 'SET session_replication_role = replica' -f backup.sql
-    supabase.run_sql_strict(as_postgres(fresh), [script])
+    request = make_request(as_postgres(source), gpg_key, profile="supabase", dump_format="plain")
+    manifest = take_backup("staged", request, storage, workdir)
+    script = fetch(manifest, storage, decryption_key, tmp_path / "backup.sql")
+    sql = script.read_text()
+    # Issue 2: no platform-owned schema or event trigger in what users consume.
+    assert "CREATE SCHEMA auth" not in sql and "EVENT TRIGGER" not in sql
+    assert "CREATE TRIGGER on_auth_user_created" in sql
+    assert manifest.stages["render"]["kept_entries"] > 40
+    assert "EVENT TRIGGER pgrst_ddl_watch" in {e.get("entry") for e in manifest.excluded}
+    supabase.run_sql_strict(as_postgres(fresh), [script], replica=False)  # the file sets replica mode itself
     assert_restored(source, fresh)
+    assert user_acls(fresh) == user_acls(source)
 
 
-@pytest.mark.parametrize(
-    "profile",
-    [
-        "plain",
-        pytest.param(
-            "supabase",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="profiles.py excludes platform schemas from supabase schema dumps, which drops "
-                "the trigger on auth.users and the storage policies; see docs/dev-notes/supabase.md",
-            ),
-        ),
-    ],
-)
+def test_plain_supabase_backup_cannot_stream(source: SupabaseCluster, gpg_key: GeneratedKey, tmp_path: Path) -> None:
+    request = make_request(as_postgres(source), gpg_key, profile="supabase", dump_format="plain")
+    with pytest.raises(ConfigError, match="target projectx: profile supabase with dump_format plain needs data_path"):
+        backup.stream_backup(request, open_storage(f"file://{tmp_path}/backups"), "local")
+
+
+@pytest.mark.parametrize("profile", ["plain", "supabase"])
 def test_schema_then_data_backups_restore_like_a_full_one(
     profile: str,
     source: SupabaseCluster,
@@ -311,18 +317,7 @@ def test_schema_then_data_backups_restore_like_a_full_one(
     assert_restored(source, fresh)
 
 
-@pytest.mark.parametrize(
-    "dump",
-    [
-        "pg_dump with privileges",
-        pytest.param(
-            "engine",
-            marks=pytest.mark.xfail(
-                strict=True, reason="DumpStage always passes --no-privileges; the supabase profile must keep grants"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("dump", ["pg_dump with privileges", "engine"])
 def test_grants_on_user_objects_survive(
     dump: str,
     source: SupabaseCluster,
@@ -345,6 +340,101 @@ def test_grants_on_user_objects_survive(
     supabase.restore_supabase(archive, as_postgres(fresh), roles=supabase.capture_custom_roles(as_postgres(source)))
     assert user_acls(fresh) == user_acls(source)
     assert query(fresh, "SELECT has_table_privilege('anon', 'public.messages', 'SELECT')") == [(False,)]
+
+
+# -- validation: the same strict restore, into a copy of a Supabase-shaped template -----------------
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[SupabaseCluster]:
+    """A Supabase-shaped scratch server with a platform-only template database."""
+    with supabase_cluster() as project:
+        create_platform_template(project)
+        yield project
+
+
+def scratch_settings(scratch: SupabaseCluster, source: SupabaseCluster, template: str | None) -> ValidationSettings:
+    return ValidationSettings(
+        scratch=as_postgres(scratch, "scratch"),
+        source=as_postgres(source),
+        queries=("SELECT count(*) FROM public.profiles", "SELECT count(*) FROM storage.objects"),
+        template=template,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "dump_format", "schema_format"),
+    [("full", "custom", None), ("full", "plain", None), ("data", "custom", "plain")],
+)
+def test_validation_proves_the_strict_restore_on_a_supabase_shaped_scratch(
+    kind: str,
+    dump_format: str,
+    schema_format: str | None,
+    source: SupabaseCluster,
+    scratch: SupabaseCluster,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    workdir: Path,
+    tmp_path: Path,
+) -> None:
+    storage = open_storage(f"file://{tmp_path}/backups")
+    schema_manifest = None
+    if schema_format is not None:
+        request = make_request(as_postgres(source), gpg_key, "schema", profile="supabase", dump_format=schema_format)
+        schema_manifest = take_backup("staged", request, storage, workdir)
+    request = make_request(as_postgres(source), gpg_key, kind, profile="supabase", dump_format=dump_format)
+    manifest = take_backup("staged", request, storage, workdir)
+
+    record = validate_backup(
+        manifest, storage, scratch_settings(scratch, source, "supabase_platform"), decryption_key,
+        tmp_path / "validate", schema_manifest,
+    )
+
+    assert record["status"] == "passed" and record["mismatches"] == []
+    assert record["platform_shape"] == manifest.source["platform_shape"]["sha256"]
+    assert record["tables"]["auth.users"] == {"expected": 25, "found": 25, "ok": True}
+    assert record["tables"]["storage.objects"]["found"] == 40
+    assert record["tables"]["public.todos"]["found"] == 95
+    # Migration history is the scratch's own; the record says its rows were not compared, and why.
+    assert "migration history" in record["tables"]["storage.migrations"]["rows_not_compared"]
+    assert set(record["rows_not_compared"]) == {"auth.schema_migrations", "realtime.schema_migrations",
+                                                "storage.migrations"}
+    assert "EVENT TRIGGER pgrst_ddl_watch" in {e["entry"] for e in record["excluded"]}
+    assert [q["result"] for q in record["queries"]] == [[25], [40]]
+    # The scratch database is gone; the template is untouched (platform only).
+    assert query(scratch, "SELECT count(*) FROM pg_database WHERE datname LIKE 'test_restore%'") == [(0,)]
+    assert scratch.cluster.execute("SELECT count(*) FROM auth.users", dbname="supabase_platform") == [(0,)]
+
+
+def test_validation_refuses_a_scratch_template_of_another_platform_shape(
+    source: SupabaseCluster,
+    scratch: SupabaseCluster,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    workdir: Path,
+    tmp_path: Path,
+) -> None:
+    # A template from a newer platform version: auth.users gained a column.
+    scratch.cluster.execute("CREATE DATABASE platform_v2 TEMPLATE supabase_platform IS_TEMPLATE true",
+                            dbname="template1")
+    scratch.cluster.execute("ALTER TABLE auth.users ADD COLUMN phone text", dbname="platform_v2")
+    storage = open_storage(f"file://{tmp_path}/backups")
+    manifest = take_backup("staged", make_request(as_postgres(source), gpg_key, profile="supabase"), storage, workdir)
+    expected = manifest.source["platform_shape"]["sha256"]
+
+    with pytest.raises(RestoreError, match=f"platform shape {expected}") as failure:
+        validate_backup(manifest, storage, scratch_settings(scratch, source, "platform_v2"), decryption_key,
+                        tmp_path / "validate")
+
+    message = str(failure.value)
+    assert "tables differing: auth.users;" in message
+    found = re.search(r"has platform shape ([0-9a-f]{64})", message)
+    assert found and found.group(1) != expected
+    assert query(scratch, "SELECT count(*) FROM pg_database WHERE datname LIKE 'test_restore%'") == [(0,)]
+
+    with pytest.raises(ConfigError, match="validation.scratch_template is required"):
+        validate_backup(manifest, storage, scratch_settings(scratch, source, None), decryption_key,
+                        tmp_path / "validate")
 
 
 # -- the TOC rules on their own ---------------------------------------------------------------------

@@ -57,6 +57,7 @@ class ValidateBackupOperator(PgBackupBaseOperator):
             allow_source_server=target.validation.allow_source_server,
             queries=target.validation.queries,
             restore_jobs=target.validation.restore_jobs,
+            template=target.validation.scratch_template,
         )
         storages = [open_destination(d) for d in config.destinations_for(manifest.kind)]
         try:
