@@ -230,6 +230,7 @@ def test_deadline_alert_reached_slack(e2e: dict[str, Any]) -> None:
 def test_verified_backup_emitted_an_asset_event(e2e: dict[str, Any]) -> None:
     events = e2e["airflow"]._get_json("/api/v2/assets/events?limit=50")["asset_events"]
     ours = [e for e in events if e.get("source_run_id") == e2e["run_id"]]
-    assert ours, events
-    assert ours[0]["extra"]["verification"] == "passed"
-    assert ours[0]["extra"]["sha256"] == e2e["summary"]["sha256"]
+    assert {e["source_task_id"] for e in ours} == {"projectx.validate", "streamed.validate"}
+    projectx = next(e for e in ours if e["source_task_id"] == "projectx.validate")
+    assert projectx["extra"]["verification"] == "passed"
+    assert projectx["extra"]["sha256"] == e2e["summary"]["sha256"]
