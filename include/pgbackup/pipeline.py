@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 1024 * 1024
 STDERR_TAIL_BYTES = 8192
 RSS_SAMPLE_SECONDS = 0.05
+RSS_FIRST_SAMPLE_SECONDS = 0.005  # then doubling up to RSS_SAMPLE_SECONDS: short stages are read too
 T = TypeVar("T")
 
 
@@ -275,8 +276,10 @@ class _PeakRssSampler:
     """Each stage's peak RSS: ``VmHWM`` from ``/proc/<pid>/status``, read every 50 ms.
 
     The kernel keeps VmHWM per process image, so a sample just before exit sees the true
-    peak; only growth in a process's last few milliseconds can be missed. ``stop()`` must be
-    called before any stage is reaped, or a read could hit a reused pid.
+    peak; only growth in a process's last few milliseconds can be missed. The first reads
+    come 5, 15, 35 ms after start, as a read right after Popen can precede the dynamic
+    loader: a stage that lives under ~5 ms reports that early read, a lower bound.
+    ``stop()`` must be called before any stage is reaped, or a read could hit a reused pid.
     """
 
     def __init__(self) -> None:
@@ -309,9 +312,11 @@ class _PeakRssSampler:
             return self._peaks.get(pid)
 
     def _run(self) -> None:
-        while not self._stopped.wait(RSS_SAMPLE_SECONDS):
+        interval = RSS_FIRST_SAMPLE_SECONDS
+        while not self._stopped.wait(interval):
             for pid in list(self._pids):
                 self._sample(pid)
+            interval = min(interval * 2, RSS_SAMPLE_SECONDS)
 
     def _sample(self, pid: int) -> None:
         try:
