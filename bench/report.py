@@ -9,6 +9,9 @@ from typing import Any
 
 from bench.measure import MB, PYTHON
 from bench.steps import PathResult, SeedArtifacts, StepResult
+from pgbackup.config import CompressionConfig
+
+DEFAULT_LEVEL = CompressionConfig().level
 
 RSS_LIMIT_BYTES = 300 * MB
 # "Not growing with DB size": the larger database's peak may exceed the smaller's by at most this much.
@@ -76,7 +79,7 @@ def targets_for(result: SizeResult) -> list[Target]:
         Target("P_staged / L", "<= 2.0", f"{_ratio(staged, lower):.2f}", _ratio(staged, lower) <= 2.0),
         Target("S / P_stream", ">= 2.5", f"{_ratio(seed, stream):.2f}", _ratio(seed, stream) >= 2.5),
         Target("S / P_staged", ">= 2.5", f"{_ratio(seed, staged):.2f}", _ratio(seed, staged) >= 2.5),
-        Target("ours zstd-6 size / seed gzip size", "<= 1.05", f"{size_ratio:.3f}", size_ratio <= 1.05),
+        Target(f"ours zstd-{DEFAULT_LEVEL} size / seed gzip size", "<= 1.05", f"{size_ratio:.3f}", size_ratio <= 1.05),
     ]
     worst = ("-", "-", 0)
     for path in (result.staged, result.stream, result.r_ours):
@@ -211,7 +214,8 @@ def size_lines(result: SizeResult) -> list[str]:
     return [
         f"plain SQL {art.plain_bytes / MB:,.1f} MB -> seed gzip -6 {art.gzip_bytes / MB:,.1f} MB "
         f"-> seed .gpg {art.gpg_bytes / MB:,.1f} MB",
-        f"-Fc -Z0 archive {result.archive_bytes / MB:,.1f} MB -> ours zstd -6 {result.ours_compressed_bytes / MB:,.1f}"
+        f"-Fc -Z0 archive {result.archive_bytes / MB:,.1f} MB -> ours zstd -{DEFAULT_LEVEL} "
+        f"{result.ours_compressed_bytes / MB:,.1f}"
         f" MB -> ours .gpg {result.ours_encrypted_bytes / MB:,.1f} MB (stream path: "
         f"{result.stream_encrypted_bytes / MB:,.1f} MB)",
         f"ours/seed: compressed {_ratio(result.ours_compressed_bytes, art.gzip_bytes):.3f}, "

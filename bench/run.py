@@ -177,8 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-docs", action="store_true", help="do not touch any docs file")
     parser.add_argument("--quiet-wait", type=float, default=300.0, metavar="S",
                         help="before each step wait up to S seconds for the machine to go idle (default 300)")
-    parser.add_argument("--alt-level", type=int, default=3, metavar="N",
-                        help="also time P_stream at zstd level N, for comparison only (default 3; 0 = skip)")
+    parser.add_argument("--alt-level", type=int, default=6, metavar="N",
+                        help="also time P_stream at zstd level N, for comparison only (default 6; 0 = skip)")
     args = parser.parse_args(argv)
     if args.sizes and args.quick:
         parser.error("give --sizes or --quick, not both")

@@ -276,7 +276,7 @@ def _conn_spec(conn: PgConnInfo) -> dict[str, Any]:
 
 
 def engine_spec(services: Services, op: str, *, level: int | None = None, **extra: Any) -> dict[str, Any]:
-    """A daily full backup at the DEFAULT settings (CompressionConfig(): zstd level 6, all cores)."""
+    """A daily full backup at the DEFAULT settings (CompressionConfig(): zstd at its default level, all cores)."""
     compression = dataclasses.asdict(CompressionConfig() if level is None else CompressionConfig(level=level))
     return {
         "op": op,
@@ -376,7 +376,7 @@ def run_staged(
     workdir = staging_root / "run"
     workdir.mkdir(parents=True, exist_ok=True)
     steps: list[StepResult] = []
-    zstd = f"zstd -{level} -T0, NOT the default" if level is not None else "zstd -6 -T0"
+    zstd = f"zstd -{level} -T0, NOT the default" if level is not None else f"zstd -{CompressionConfig().level} -T0"
 
     def step(name: str, label: str, op: str, manifest: Manifest | None) -> tuple[Manifest, StepResult]:
         extra: dict[str, Any] = {"workdir": str(workdir)}

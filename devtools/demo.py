@@ -44,7 +44,7 @@ def write_demo_config(path: Path, *, backups_dir: Path, key_file: Path, staging:
             {"name": "local", "type": "local", "path": str(backups_dir)},
             {"name": "s3", "type": "s3", "primary": True, "conn_id": "demo_s3", "bucket": BUCKET, "prefix": "pgbackup"},
         ],
-        "compression": {"algorithm": "zstd", "level": 6},
+        "compression": {"algorithm": "zstd"},
         "encryption": {
             "recipients": [RECIPIENT],
             "public_key_files": [str(key_file)],

@@ -218,7 +218,7 @@ def encrypt_file(manifest: Manifest, request: BackupRequest, workdir: Path) -> M
     source = workdir / COMPRESSED_FILE
     with recipient_keyring(request) as (keyring, recipients):
         stage = EncryptStage(keyring, tuple(r.fingerprint for r in recipients))
-        _, result = run_chain([stage], write_to_file(workdir / ENCRYPTED_FILE), source=source)
+        _, result = run_chain([stage], write_to_file(workdir / ENCRYPTED_FILE, hashed=True), source=source)
     input_bytes = source.stat().st_size
     manifest.stages["encrypt"] = _stage_record(result.stages[0], input_bytes, result.output_bytes)
     manifest.artifact.update(sha256=result.output_sha256, size=result.output_bytes)
@@ -283,14 +283,23 @@ def stream_backup(request: BackupRequest, primary: Storage, destination: str) ->
         ]
         session.start_counting()
         try:
-            uploaded, result = run_chain(stages, lambda stream: _upload_stream(primary, manifest.object_key, stream))
+            # The upload hashes what it sends; a second sha256 here would cost a core-second per GB.
+            uploaded, result = run_chain(
+                stages, lambda stream: _upload_stream(primary, manifest.object_key, stream), hash_output=False
+            )
         except BaseException:
             _remove_partial(primary, manifest.object_key)
             raise
         session.finish_counting()
         _record_source(manifest, request, session, dump)
     _record_stream_stages(manifest, result)
-    manifest.artifact.update(sha256=result.output_sha256, size=result.output_bytes)
+    if uploaded.size != result.output_bytes:
+        _remove_partial(primary, manifest.object_key)
+        raise IntegrityError(
+            f"{primary.url}/{manifest.object_key}: the pipeline produced {result.output_bytes} bytes but "
+            f"{uploaded.size} were stored; the object was removed"
+        )
+    manifest.artifact.update(sha256=uploaded.sha256, size=uploaded.size)
     manifest.artifact["compression"] = {"algorithm": compression.algorithm, "level": compression.level}
     manifest.artifact["encryption"] = {"tool": "gpg", "recipients": [r.as_dict() for r in recipients]}
     return publish(manifest, uploaded, primary, destination)
@@ -319,4 +328,3 @@ def _record_stream_stages(manifest: Manifest, result: ChainResult) -> None:
 
 def remove_workdir(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
-

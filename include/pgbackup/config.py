@@ -22,6 +22,9 @@ DATA_PATHS = ("staged", "stream")
 PROFILES = ("plain", "supabase")
 DESTINATION_TYPES = ("local", "s3", "gcs", "supabase_storage")
 COMPRESSION_LEVELS = {"gzip": (1, 9), "zstd": (1, 19)}
+# zstd -3 is smaller than gzip -6 and keeps a 2-core backup near pg_dump's own speed;
+# zstd -6 was 9% smaller but 40% slower end to end (docs/benchmarks.md).
+DEFAULT_COMPRESSION_LEVELS = {"gzip": 6, "zstd": 3}
 TIERS = ("daily", "weekly", "monthly")
 
 # The seed's validation queries, run when the tables exist in the restored database.
@@ -172,7 +175,7 @@ class DestinationConfig:
 @dataclass(frozen=True)
 class CompressionConfig:
     algorithm: str = "zstd"
-    level: int = 6
+    level: int = DEFAULT_COMPRESSION_LEVELS["zstd"]
     threads: int = 0  # zstd only; 0 = one per core
 
     def __post_init__(self) -> None:
@@ -365,7 +368,13 @@ def parse_config(data: Any, source: str = "<config>") -> PgBackupConfig:
     _reject_unknown(compression_raw, {"algorithm", "level", "threads"}, "compression")
     compression = CompressionConfig(
         algorithm=_optional(compression_raw, "algorithm", "compression", str, "zstd"),
-        level=_optional(compression_raw, "level", "compression", int, 6),
+        level=_optional(
+            compression_raw,
+            "level",
+            "compression",
+            int,
+            DEFAULT_COMPRESSION_LEVELS.get(compression_raw.get("algorithm", "zstd"), 3),
+        ),
         threads=_optional(compression_raw, "threads", "compression", int, 0),
     )
 

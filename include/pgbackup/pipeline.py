@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol, TypeVar
+from typing import IO, BinaryIO, Protocol, TypeVar, cast
 
 from pgbackup.errors import PgBackupError
 
@@ -77,15 +77,16 @@ class ChainResult:
 class HashingReader:
     """A read-only stream that counts and sha256-hashes what passes through it."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, *, hashed: bool = True) -> None:
         self._raw = raw
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashed else None
         self.bytes_read = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
         if data:
-            self._hash.update(data)
+            if self._hash is not None:
+                self._hash.update(data)
             self.bytes_read += len(data)
         return data
 
@@ -97,7 +98,7 @@ class HashingReader:
 
     @property
     def sha256(self) -> str:
-        return self._hash.hexdigest()
+        return self._hash.hexdigest() if self._hash is not None else ""
 
 
 def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
@@ -105,19 +106,41 @@ def copy_stream(source: BinaryIO, target: BinaryIO) -> None:
     shutil.copyfileobj(source, target, READ_CHUNK_BYTES)
 
 
-def write_to_file(path: Path) -> Callable[[HashingReader], None]:
-    """A sink that writes the chain's output to ``path`` atomically (tmp + rename)."""
+@dataclass(frozen=True)
+class FileSink:
+    """Write the chain's output to ``path`` atomically (``.partial`` + fsync + rename).
 
-    def sink(stream: HashingReader) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        with open(partial, "wb") as handle:
+    Unhashed, the last stage writes the file itself and Python never touches the bytes;
+    ``hashed`` copies them through Python to take their sha256 on the way.
+    """
+
+    path: Path
+    hashed: bool = False
+
+    @property
+    def partial(self) -> Path:
+        return self.path.with_name(self.path.name + ".partial")
+
+    def __call__(self, stream: HashingReader) -> None:
+        with open(self._prepare(), "wb") as handle:
             copy_stream(stream, handle)  # type: ignore[arg-type]
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        self.publish()
 
-    return sink
+    def _prepare(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.partial
+
+    def publish(self) -> None:
+        with open(self.partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+
+
+def write_to_file(path: Path, *, hashed: bool = False) -> FileSink:
+    return FileSink(path, hashed)
 
 
 def run_chain(
@@ -125,14 +148,19 @@ def run_chain(
     sink: Callable[[HashingReader], T],
     *,
     source: Path | BinaryIO | None = None,
+    hash_output: bool = True,
 ) -> tuple[T, ChainResult]:
     """Run ``stages`` as one pipeline from ``source`` into ``sink``.
 
     ``source`` is a file path, a readable stream (fed from a thread, and hashed), or None
-    (the first stage produces the data, e.g. pg_dump). Every stage's exit status is
-    checked; the first failing stage raises its own error class with its stderr tail.
-    If the sink fails, the stages are killed and the sink's error propagates.
+    (the first stage produces the data, e.g. pg_dump). ``sink`` reads the last stage's
+    output (hashed on the way), or is an unhashed :class:`FileSink` that the last stage
+    writes directly. Every stage's exit status is checked; the first failing stage raises
+    its own error class with its stderr tail. If the sink fails, the stages are killed
+    and the sink's error propagates. ``hash_output=False`` skips the sha256 of the output
+    for a sink that takes its own (an upload does).
     """
+    direct = sink if isinstance(sink, FileSink) and not sink.hashed else None
     if not stages:
         raise ValueError("run_chain needs at least one stage")
     result = ChainResult()
@@ -154,12 +182,17 @@ def run_chain(
             input_reader = HashingReader(source)
         starts: list[float] = []
         rss = _PeakRssSampler()
+        output: HashingReader | None = None
+        sink_value = cast(T, None)  # what a direct FileSink returns
         try:
+            last_stdout: int | IO[bytes] = subprocess.PIPE
+            if direct is not None:
+                last_stdout = stack.enter_context(open(direct._prepare(), "wb"))
             for index, (stage, command) in enumerate(zip(stages, commands, strict=True)):
                 proc = subprocess.Popen(
                     command.argv,
                     stdin=stdin,
-                    stdout=subprocess.PIPE,
+                    stdout=last_stdout if index == len(stages) - 1 else subprocess.PIPE,
                     stderr=stderr_files[index],
                     env=command.env,
                     pass_fds=command.pass_fds,
@@ -171,8 +204,8 @@ def run_chain(
                     # The parent's copy must close, or an early exit downstream never reaches upstream.
                     procs[-1].stdout.close()  # type: ignore[union-attr]
                 procs.append(proc)
-                assert proc.stdout is not None
-                stdin = proc.stdout
+                if proc.stdout is not None:
+                    stdin = proc.stdout
                 log.debug("started stage %s (pid %s)", stage.name, proc.pid)
             if input_reader is not None:
                 feeder = threading.Thread(
@@ -180,12 +213,19 @@ def run_chain(
                 )
                 feeder.start()
             rss.start()
-            output = HashingReader(procs[-1].stdout)  # type: ignore[arg-type]
-            sink_value = sink(output)
-            # Drain anything the sink left so the last stage can exit.
-            while output.read(READ_CHUNK_BYTES):
-                pass
+            if direct is None:
+                output = HashingReader(procs[-1].stdout, hashed=hash_output)  # type: ignore[arg-type]
+                sink_value = sink(output)
+                # Drain anything the sink left so the last stage can exit.
+                while output.read(READ_CHUNK_BYTES):
+                    pass
+            else:
+                for proc in procs:
+                    # Wait without reaping: _reap takes each stage's CPU time from wait4.
+                    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         except BaseException:
+            if direct is not None:
+                direct.discard()
             rss.stop()  # before anything reaps a stage: a reaped pid may be reused
             # A stage that already failed on its own is the cause; judge before killing the rest.
             for proc in procs:
@@ -203,16 +243,21 @@ def run_chain(
         if feeder is not None:
             feeder.join()
         failure = _first_failure(procs, stages, stderr_files)
-        if failure is not None:
-            raise failure
-        if feeder_error:
-            raise feeder_error[0]
+        if failure is not None or feeder_error:
+            if direct is not None:
+                direct.discard()
+            raise failure or feeder_error[0]
+        if direct is not None:
+            direct.publish()
         for stage, stderr_file in zip(stages, stderr_files, strict=True):
             warnings = _tail(stderr_file)
             if warnings:
                 log.info("%s said: %s", stage.name, warnings)
-    result.output_bytes = output.bytes_read
-    result.output_sha256 = output.sha256
+    if output is not None:
+        result.output_bytes = output.bytes_read
+        result.output_sha256 = output.sha256
+    elif direct is not None:
+        result.output_bytes = direct.path.stat().st_size
     if input_reader is not None:
         result.input_bytes = input_reader.bytes_read
         result.input_sha256 = input_reader.sha256
