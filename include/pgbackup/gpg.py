@@ -68,9 +68,12 @@ class Keyring:
             finally:
                 subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False)
 
+    def gpg_argv(self, *args: str) -> list[str]:
+        """A non-interactive gpg command on this keyring only."""
+        return [gpg_program(), "--homedir", str(self.home), "--batch", "--no-tty", *args]
+
     def _run(self, args: list[str], *, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        argv = [gpg_program(), "--homedir", str(self.home), "--batch", "--no-tty", *args]
-        return subprocess.run(argv, input=input_bytes, capture_output=True, check=False)
+        return subprocess.run(self.gpg_argv(*args), input=input_bytes, capture_output=True, check=False)
 
     def import_keys(self, armored: bytes, source: str) -> None:
         done = self._run(["--import"], input_bytes=armored)
@@ -162,21 +165,9 @@ class EncryptStage:
 
     @contextlib.contextmanager
     def command(self) -> Iterator[StageCommand]:
-        argv = [
-            gpg_program(),
-            "--homedir",
-            str(self.keyring.home),
-            "--batch",
-            "--no-tty",
-            "--quiet",
-            "--trust-model",
-            "always",
-            "--compress-algo",
-            "none",
-            "--encrypt",
-            "--output",
-            "-",
-        ]
+        argv = self.keyring.gpg_argv(
+            "--quiet", "--trust-model", "always", "--compress-algo", "none", "--encrypt", "--output", "-"
+        )
         for fingerprint in self.fingerprints:
             argv += ["--recipient", fingerprint]
         yield StageCommand(argv)
@@ -190,16 +181,7 @@ class DecryptStage:
 
     @contextlib.contextmanager
     def command(self) -> Iterator[StageCommand]:
-        argv = [
-            gpg_program(),
-            "--homedir",
-            str(self.keyring.home),
-            "--batch",
-            "--no-tty",
-            "--quiet",
-            "--pinentry-mode",
-            "loopback",
-        ]
+        argv = self.keyring.gpg_argv("--quiet", "--pinentry-mode", "loopback")
         if self.keyring.passphrase_file.exists():
             argv += ["--passphrase-file", str(self.keyring.passphrase_file)]
         argv += ["--decrypt", "--output", "-"]

@@ -10,10 +10,13 @@ import pytest
 
 from devtools.gpg_keys import GeneratedKey, generate_key
 from devtools.pg_cluster import TemporaryCluster
+from pgbackup import backup
 from pgbackup.backup import BackupRequest
 from pgbackup.config import CompressionConfig, EncryptionConfig
+from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.restore import DecryptionKey, ValidationSettings
+from pgbackup.storage.base import Storage
 
 RECIPIENT = "backups@projectx.example"
 _names = itertools.count(1)
@@ -59,6 +62,16 @@ def make_request(source: PgConnInfo, key: GeneratedKey, kind: str = "full", **ov
     }
     values.update(overrides)
     return BackupRequest(**values)  # type: ignore[arg-type]
+
+
+def take_backup(data_path: str, request: BackupRequest, storage: Storage, workdir: Path) -> Manifest:
+    """The same engine calls the DAG's tasks make, in order."""
+    if data_path == "stream":
+        return backup.stream_backup(request, storage, "local")
+    manifest = backup.dump_to_file(request, workdir)
+    manifest = backup.compress_file(manifest, request.compression, workdir)
+    manifest = backup.encrypt_file(manifest, request, workdir)
+    return backup.upload_artifact(manifest, workdir / backup.ENCRYPTED_FILE, storage, "local")
 
 
 def validation_settings(scratch: TemporaryCluster, source: PgConnInfo, **overrides: object) -> ValidationSettings:

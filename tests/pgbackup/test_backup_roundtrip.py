@@ -15,7 +15,6 @@ from devtools.db_compare import (
 )
 from devtools.gpg_keys import GeneratedKey
 from devtools.pg_cluster import TemporaryCluster
-from pgbackup import backup
 from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.restore import (
@@ -28,20 +27,10 @@ from pgbackup.restore import (
 )
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
-from tests.pgbackup.conftest import conn_info, make_request
+from tests.pgbackup.conftest import conn_info, make_request, take_backup
 
 HARD_FEATURES = Path(__file__).resolve().parents[1] / "sql" / "hard_features.sql"
 pytestmark = pytest.mark.integration
-
-
-def take_backup(data_path: str, request: backup.BackupRequest, storage: Storage, workdir: Path) -> Manifest:
-    """The same engine calls the DAG's tasks make, in order."""
-    if data_path == "stream":
-        return backup.stream_backup(request, storage, "local")
-    manifest = backup.dump_to_file(request, workdir)
-    manifest = backup.compress_file(manifest, request.compression, workdir)
-    manifest = backup.encrypt_file(manifest, request, workdir)
-    return backup.upload_artifact(manifest, workdir / backup.ENCRYPTED_FILE, storage, "local")
 
 
 def restore_into(

@@ -25,7 +25,7 @@ from pgbackup.pgconn import PgConnInfo
 from pgbackup.restore import DecryptionKey, ValidationSettings, decryption_keyring, fetch_plaintext, validate_backup
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
-from tests.pgbackup.conftest import make_request
+from tests.pgbackup.conftest import make_request, take_backup
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +47,6 @@ def fresh() -> Iterator[SupabaseCluster]:
     """A brand-new project: the platform only, as Supabase hands it out."""
     with supabase_cluster() as project:
         yield project
-
-
-def take_backup(data_path: str, request: backup.BackupRequest, storage: Storage, workdir: Path) -> Manifest:
-    """The same engine calls the DAG's tasks make, in order."""
-    if data_path == "stream":
-        return backup.stream_backup(request, storage, "local")
-    manifest = backup.dump_to_file(request, workdir)
-    manifest = backup.compress_file(manifest, request.compression, workdir)
-    manifest = backup.encrypt_file(manifest, request, workdir)
-    return backup.upload_artifact(manifest, workdir / backup.ENCRYPTED_FILE, storage, "local")
 
 
 def fetch(manifest: Manifest, storage: Storage, key: DecryptionKey, into: Path) -> Path:

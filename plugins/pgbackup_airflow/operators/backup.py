@@ -33,8 +33,8 @@ class _RequestMixin(PgBackupBaseOperator):
         )
 
 
-class PgDumpOperator(_RequestMixin):
-    """Check keys and versions, then ``pg_dump`` into staging with snapshot row counts.
+class _NewBackupOperator(_RequestMixin):
+    """Starts a new backup.
 
     :param kind: ``full``, ``schema``, ``data`` or ``auto`` (from the schedule slot)
     """
@@ -44,6 +44,10 @@ class PgDumpOperator(_RequestMixin):
     def __init__(self, *, kind: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kind = kind
+
+
+class PgDumpOperator(_NewBackupOperator):
+    """Check keys and versions, then ``pg_dump`` into staging with snapshot row counts."""
 
     def execute(self, context: Any) -> dict[str, Any]:
         kind = resolve_kind(self.kind, context, self.config)
@@ -117,14 +121,8 @@ class UploadBackupOperator(_OneDestinationOperator):
         return backup.upload_artifact(manifest, artifact, open_destination(destination), destination.name)
 
 
-class StreamBackupOperator(_RequestMixin):
+class StreamBackupOperator(_NewBackupOperator):
     """dump | compress | encrypt | upload to the primary destination in one pass (no staging file)."""
-
-    template_fields: Sequence[str] = ("target", "kind")
-
-    def __init__(self, *, kind: str = "auto", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.kind = kind
 
     def execute(self, context: Any) -> dict[str, Any]:
         kind = resolve_kind(self.kind, context, self.config)
