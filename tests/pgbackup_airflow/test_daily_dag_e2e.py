@@ -116,10 +116,12 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             run_id = airflow.trigger(DAG_ID, {"kind": "full"})
             state = airflow.wait_for_run(DAG_ID, run_id, timeout=900)
             tasks = {(t["task_id"], t["map_index"]): t for t in airflow.task_instances(DAG_ID, run_id)}
-            try:
-                validate_summary = airflow.xcom(DAG_ID, run_id, "projectx.validate")
-            except AirflowError:
-                validate_summary = None  # the assertions below say why
+            summaries = {}
+            for target in ("projectx", "streamed"):
+                try:
+                    summaries[target] = airflow.xcom(DAG_ID, run_id, f"{target}.validate")
+                except AirflowError:
+                    summaries[target] = None  # the assertions below say why
             yield {
                 "state": state,
                 "tasks": tasks,
@@ -128,22 +130,26 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "slack": slack,
                 "counts": counts,
                 "backups": base / "backups",
-                "summary": validate_summary,
+                "summaries": summaries,
                 "airflow": airflow,
                 "run_id": run_id,
             }
 
 
 def _manifests(e2e: dict[str, Any], target: str) -> dict[str, dict[str, Any]]:
-    """The manual run's full-backup manifest of ``target`` at local, S3 and GCS, read from storage.
+    """The manual run's manifest of ``target`` at local, S3 and GCS, read from storage.
 
-    Unpausing also starts the latest scheduled slot (a data-only backup), so pick the full one.
+    Unpausing also starts the latest scheduled slot, so pick the object the manual run's
+    validate task reported.
     """
     found: dict[str, dict[str, Any]] = {}
+    summary = e2e["summaries"].get(target)
+    if summary is None:
+        return found
 
     def keep(where: str, raw: bytes | str) -> None:
         manifest = json.loads(raw)
-        if manifest["kind"] == "full":
+        if manifest["object_key"] == summary["object_key"]:
             found[where] = manifest
 
     for path in (e2e["backups"] / target).rglob("*.manifest.json"):
@@ -190,10 +196,9 @@ def test_good_target_is_verified_at_every_reachable_destination(e2e: dict[str, A
     local = manifests["local"]
     assert local["object_key"].startswith(f"{target}/daily/")
     assert (e2e["backups"] / local["object_key"]).stat().st_size == local["artifact"]["size"]
-    if target == "projectx":
-        assert e2e["summary"]["verification"] == "passed"
-        assert e2e["summary"]["sha256"] == local["artifact"]["sha256"]
-    else:
+    assert e2e["summaries"][target]["verification"] == "passed"
+    assert e2e["summaries"][target]["sha256"] == local["artifact"]["sha256"]
+    if target == "streamed":
         assert manifests["s3"]["destination"]["name"] == "s3"  # the stream goes to the primary first
         assert manifests["local"]["stages"]["dump"]["mode"] == "stream"
 
@@ -212,8 +217,9 @@ def test_unreachable_destination_was_retried_then_failed_alone(e2e: dict[str, An
 
 
 def test_broken_target_published_nothing_and_alerted_slack(e2e: dict[str, Any]) -> None:
-    assert _manifests(e2e, "broken") == {}
     assert not (e2e["backups"] / "broken").exists()
+    assert e2e["moto"].client().list_objects_v2(Bucket=BUCKET, Prefix="pg/broken/").get("KeyCount") == 0
+    assert list(e2e["gcs"].client().bucket(BUCKET).list_blobs(prefix="pg/broken/")) == []
     alert = e2e["slack"].wait_for(lambda post: "broken.dump" in json.dumps(post.body), timeout=30)
     text = alert.body["text"]
     assert "target broken" in text and "password" in text.lower()
@@ -233,4 +239,4 @@ def test_verified_backup_emitted_an_asset_event(e2e: dict[str, Any]) -> None:
     assert {e["source_task_id"] for e in ours} == {"projectx.validate", "streamed.validate"}
     projectx = next(e for e in ours if e["source_task_id"] == "projectx.validate")
     assert projectx["extra"]["verification"] == "passed"
-    assert projectx["extra"]["sha256"] == e2e["summary"]["sha256"]
+    assert projectx["extra"]["sha256"] == e2e["summaries"]["projectx"]["sha256"]
