@@ -133,6 +133,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 "summaries": summaries,
                 "airflow": airflow,
                 "run_id": run_id,
+                "logs": base / "airflow" / "logs",
+                "secrets": {
+                    "source password": source.password,
+                    "scratch password": scratch.password,
+                    "gpg passphrase": key.passphrase,
+                    "gpg private key": key.private_key_armored.splitlines()[3],
+                },
             }
 
 
@@ -240,3 +247,20 @@ def test_verified_backup_emitted_an_asset_event(e2e: dict[str, Any]) -> None:
     projectx = next(e for e in ours if e["source_task_id"] == "projectx.validate")
     assert projectx["extra"]["verification"] == "passed"
     assert projectx["extra"]["sha256"] == e2e["summaries"]["projectx"]["sha256"]
+
+
+def test_no_secret_reaches_task_logs_or_xcom(e2e: dict[str, Any]) -> None:
+    logs = sorted(e2e["logs"].rglob("*.log"))
+    assert len(logs) >= 10
+    text = "\n".join(path.read_text(errors="replace") for path in logs)
+    xcoms = json.dumps(
+        [
+            e2e["airflow"].xcom(DAG_ID, e2e["run_id"], task)
+            for task in ("projectx.dump", "projectx.encrypt", "streamed.backup_stream")
+        ]
+    )
+    assert "projectx.dump" in text  # the logs really are the run's task logs
+    for what, secret in e2e["secrets"].items():
+        assert len(secret) >= 8, what
+        assert secret not in text, f"{what} found in task logs"
+        assert secret not in xcoms, f"{what} found in XCom"
