@@ -113,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(DEMO_DIR)
     DEMO_DIR.mkdir()
     (DEMO_DIR / "demo.pid").write_text(str(os.getpid()))
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and `demo stop` (SIGTERM) unwind the same way. SIGINT is set explicitly: a shell
+    # that starts us in the background hands it over ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     backups_dir = DEMO_DIR / "backups"
     stack = contextlib.ExitStack()
     try:
@@ -160,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         (DEMO_DIR / "demo.pid").unlink(missing_ok=True)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def step(message: str) -> None:
