@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from devtools.pg_cluster import free_port
@@ -266,6 +266,15 @@ class _HttpThread:
         self._thread = threading.Thread(target=server.serve_forever, name=type(self).__name__, daemon=True)
         self._thread.start()
 
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
@@ -343,15 +352,6 @@ class SlackReceiver(_HttpThread):
         self.reply = reply
         self._posts: list[ReceivedPost] = []
         self._changed = threading.Condition()
-
-    def __enter__(self) -> SlackReceiver:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
@@ -444,15 +444,6 @@ class TamperingProxy(_HttpThread):
         self._tamper = tamper
         self._lock = threading.Lock()
         self.tampered = 0
-
-    def __enter__(self) -> TamperingProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
