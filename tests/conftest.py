@@ -9,6 +9,8 @@ import pytest
 
 from devtools.pg_cluster import TemporaryCluster
 
+pytest_plugins = ["tests.reliability"]
+
 _db_counter = itertools.count(1)
 
 
