@@ -29,6 +29,14 @@ class PgConnInfo:
     password: str | None = None
     sslmode: str | None = None
     label: str = ""  # what to call it in messages, e.g. "target projectx (conn projectx_db)"
+    # Bounds so a hung server or a dead network path fails instead of blocking for ever
+    # (issue 7 item 4); the Airflow layer fills them from the config's ``timeouts`` section.
+    connect_timeout: int = 10
+    statement_timeout_ms: int = 3_600_000
+    tcp_user_timeout_ms: int = 120_000
+    keepalives_idle: int = 30
+    keepalives_interval: int = 10
+    keepalives_count: int = 6
 
     def __repr__(self) -> str:  # never print the password
         return f"PgConnInfo({self.describe()})"
@@ -43,6 +51,38 @@ class PgConnInfo:
     def is_same_server(self, other: PgConnInfo) -> bool:
         return (self.host.lower(), self.port) == (other.host.lower(), other.port)
 
+    def connection_parameters(self) -> dict[str, str]:
+        """Every libpq keyword we set, except the password.
+
+        No ``options`` startup parameter: poolers (PgBouncer, Supavisor) may refuse it. Our own
+        sessions get ``statement_timeout`` with a SET in ``connect``; pg_dump, pg_restore and dump
+        scripts set it to 0 themselves, so the bound for child programs is the TCP one.
+        """
+        params = {
+            "host": self.host,
+            "port": str(self.port),
+            "user": self.user,
+            "dbname": self.dbname,
+            "connect_timeout": str(self.connect_timeout),
+            "tcp_user_timeout": str(self.tcp_user_timeout_ms),
+            "keepalives": "1",
+            "keepalives_idle": str(self.keepalives_idle),
+            "keepalives_interval": str(self.keepalives_interval),
+            "keepalives_count": str(self.keepalives_count),
+            "application_name": "pgbackup",
+        }
+        if self.sslmode:
+            params["sslmode"] = self.sslmode
+        return params
+
+    def conninfo(self) -> str:
+        """A libpq keyword/value conninfo string (for ``--dbname=`` or psql), never the password.
+
+        Each value is single-quoted with backslash and quote escaped, so names holding ``=``,
+        spaces, quotes or a ``postgresql://`` prefix stay plain values (issue 7 item 8).
+        """
+        return " ".join(f"{key}={quote_conninfo_value(value)}" for key, value in self.connection_parameters().items())
+
     def libpq_env(self, passfile: str | None) -> dict[str, str]:
         """Environment for libpq tools; connection values travel here, never in argv."""
         env = {
@@ -50,7 +90,7 @@ class PgConnInfo:
             "PGPORT": str(self.port),
             "PGUSER": self.user,
             "PGDATABASE": self.dbname,
-            "PGCONNECT_TIMEOUT": "15",
+            "PGCONNECT_TIMEOUT": str(self.connect_timeout),
             "PGAPPNAME": "pgbackup",
         }
         if self.sslmode:
@@ -60,19 +100,15 @@ class PgConnInfo:
         return env
 
     def psycopg_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": self.dbname,
-            "connect_timeout": 15,
-            "application_name": "pgbackup",
-        }
+        kwargs: dict[str, Any] = dict(self.connection_parameters())
         if self.password is not None:
             kwargs["password"] = self.password
-        if self.sslmode:
-            kwargs["sslmode"] = self.sslmode
         return kwargs
+
+
+def quote_conninfo_value(value: str) -> str:
+    """Quote one conninfo value per libpq's keyword/value rules."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def check_profile(conn: PgConnInfo, profile: str) -> None:
@@ -135,5 +171,12 @@ def connect(conn: PgConnInfo, *, autocommit: bool = True) -> Any:
     except psycopg2.OperationalError as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailableError(f"cannot connect to {conn.describe()}: {detail}") from None
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, false)", (f"{conn.statement_timeout_ms}ms",))
+    except psycopg2.Error as exc:
+        connection.close()
+        raise DatabaseUnavailableError(f"cannot set up a session on {conn.describe()}: {exc}".strip()) from None
     connection.autocommit = autocommit
     return connection
