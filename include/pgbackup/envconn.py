@@ -64,7 +64,7 @@ def parse_json(conn_id: str, raw: str) -> EnvConnection:
     where = f"{env_var_name(conn_id)} (JSON)"
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"{where}: not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object with conn_type, host, login, password, ...")
