@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pgbackup import __version__, supabase
+from pgbackup import __version__
 from pgbackup.compress import CompressStage, tool_version
 from pgbackup.config import CompressionConfig, EncryptionConfig
 from pgbackup.dump import DumpStage, SnapshotSession, server_major_version
@@ -28,6 +28,7 @@ from pgbackup.manifest import (
     backup_id,
     iso,
     manifest_key,
+    name_suffix,
     object_key,
     utcnow,
 )
@@ -86,12 +87,14 @@ def preflight(request: BackupRequest) -> Preflight:
 
 def new_manifest(request: BackupRequest, started_at: datetime) -> Manifest:
     extension = artifact_extension(request.dump_format, request.compression.algorithm)
+    # One suffix for id and key: runs started in the same second must never share either.
+    suffix = name_suffix()
     return Manifest(
-        backup_id=backup_id(request.target, request.kind, started_at),
+        backup_id=backup_id(request.target, request.kind, started_at, suffix=suffix),
         target=request.target,
         kind=request.kind,
         tier=request.tier,
-        object_key=object_key(request.target, request.kind, request.tier, started_at, extension),
+        object_key=object_key(request.target, request.kind, request.tier, started_at, extension, suffix=suffix),
         created_at=iso(started_at),
         profile=request.profile,
         dump_format=request.dump_format,
@@ -146,20 +149,16 @@ def _record_source(manifest: Manifest, request: BackupRequest, session: Snapshot
     assert session.info is not None
     manifest.source = session.info.as_dict()
     manifest.source["pg_dump_version"] = stage.pg_dump_version()
-    manifest.excluded = profile_for(request.profile).exclusion_notes(request.kind, request.exclude_schemas)
-    if request.profile == "supabase":
-        manifest.excluded += supabase.manifest_exclusions(request.kind)
-        # Roles without passwords, and the platform's shape, which validation's scratch must match.
-        manifest.source["roles"] = supabase.capture_custom_roles(request.source)
-        manifest.source["platform_shape"] = supabase.platform_shape(request.source)
+    profile = profile_for(request.profile)
+    manifest.excluded = profile.exclusion_notes(request.kind, request.exclude_schemas)
+    manifest.source.update(profile.capture_source(request.source))
 
 
 def _render_plain(manifest: Manifest, request: BackupRequest, workdir: Path) -> None:
-    """Turn the staged custom archive into the filtered SQL a new Supabase project accepts."""
+    """Turn the staged custom archive into the profile's plain SQL (for supabase: filtered, strict-restorable)."""
     archive = workdir / ARCHIVE_FILE
     started = time.monotonic()
-    preamble = supabase.plain_preamble(manifest.source.get("roles"), supabase.archive_has_acls(archive))
-    kept, left_out = supabase.render_sql(archive, request.kind, workdir / DUMP_FILE, preamble=preamble)
+    kept, left_out = profile_for(request.profile).render_plain(archive, request.kind, workdir / DUMP_FILE, manifest.source)
     manifest.stages["render"] = {
         "seconds": round(time.monotonic() - started, 3),
         "input_bytes": archive.stat().st_size,
