@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pgbackup.errors import PgBackupError
-from pgbackup.pipeline import StageCommand
+from pgbackup.pipeline import StageCommand, minimal_environment
 
 EXTENSIONS = {"zstd": "zst", "gzip": "gz"}
 
@@ -36,7 +36,7 @@ def _gzip_program() -> tuple[str, bool]:
 @lru_cache(maxsize=8)
 def tool_version(algorithm: str) -> str:
     program = _program("zstd") if algorithm == "zstd" else _gzip_program()[0]
-    out = subprocess.run([program, "--version"], capture_output=True, text=True, check=False)
+    out = subprocess.run([program, "--version"], env=minimal_environment(), capture_output=True, text=True, check=False)
     text = (out.stdout or out.stderr).strip().splitlines()
     return f"{os.path.basename(program)} {text[0] if text else '?'}"
 

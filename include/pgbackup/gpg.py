@@ -2,14 +2,19 @@
 
 Recipients are checked before anything is dumped: a missing, expired or revoked key, or
 one with no usable encryption subkey, fails the run at once. gpg does not compress again
-(``--compress-algo none``): the data is already compressed. Passphrases reach gpg through
-a 0600 file in the private keyring directory, never argv.
+(``--compress-algo none``): the data is already compressed.
+
+Secrets and a kill: the keyring lives in a private runtime folder (:mod:`pgbackup.staging`)
+that the next run removes, with its gpg-agent, if this process is killed. The passphrase
+reaches gpg through a pipe (``--passphrase-fd``), never a file or argv; gpg and its agent get
+a minimal environment, not ours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -18,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgbackup.errors import EncryptionError
-from pgbackup.pipeline import StageCommand, private_tempdir
+from pgbackup.pipeline import StageCommand, minimal_environment
+from pgbackup.staging import GNUPG_HOME, kill_gpg_agent, private_run_dir
+
+GPG_TIMEOUT_SECONDS = 120  # key import and listing: local work, but an agent can hang
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +55,9 @@ def gpg_program() -> str:
 
 
 def gpg_version() -> str:
-    out = subprocess.run([gpg_program(), "--version"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [gpg_program(), "--version"], env=minimal_environment(), capture_output=True, text=True, check=False
+    ).stdout
     return out.splitlines()[0] if out else "gpg ?"
 
 
@@ -56,24 +66,40 @@ class Keyring:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        self.passphrase: str | None = None  # kept in memory only; handed to gpg through a pipe
 
     @classmethod
     @contextlib.contextmanager
     def temporary(cls) -> Iterator[Keyring]:
-        # Short path: gpg-agent's socket path must fit in 108 bytes.
-        with private_tempdir("pgb-gpg-", "/tmp") as home:
-            keyring = cls(home)
+        """A keyring in a fresh private runtime folder (short path: agent sockets fit in 108 bytes)."""
+        with private_run_dir("gpg-") as run_dir:
+            home = run_dir / GNUPG_HOME
+            home.mkdir(mode=0o700)
             try:
-                yield keyring
+                yield cls(home)
             finally:
-                subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False)
+                kill_gpg_agent(home)
 
     def gpg_argv(self, *args: str) -> list[str]:
         """A non-interactive gpg command on this keyring only."""
         return [gpg_program(), "--homedir", str(self.home), "--batch", "--no-tty", *args]
 
+    def environment(self) -> dict[str, str]:
+        """gpg's environment (inherited by the gpg-agent it starts): minimal, on this keyring."""
+        return minimal_environment({"GNUPGHOME": str(self.home)})
+
     def _run(self, args: list[str], *, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(self.gpg_argv(*args), input=input_bytes, capture_output=True, check=False)
+        try:
+            return subprocess.run(
+                self.gpg_argv(*args),
+                input=input_bytes,
+                env=self.environment(),
+                capture_output=True,
+                check=False,
+                timeout=GPG_TIMEOUT_SECONDS,
+            )
+        except subprocess.TimeoutExpired:
+            raise EncryptionError(f"gpg {args[0]} did not finish within {GPG_TIMEOUT_SECONDS}s") from None
 
     def import_keys(self, armored: bytes, source: str) -> None:
         done = self._run(["--import"], input_bytes=armored)
@@ -105,14 +131,7 @@ class Keyring:
 
     def import_private_key(self, armored: str, passphrase: str | None) -> None:
         self.import_keys(armored.encode(), "the decryption key connection")
-        if passphrase is not None:
-            path = self.passphrase_file
-            path.write_text(passphrase)
-            path.chmod(0o600)
-
-    @property
-    def passphrase_file(self) -> Path:
-        return self.home / "passphrase"
+        self.passphrase = passphrase
 
 
 def _usable_key(query: str, colons: str, now: float) -> RecipientKey:
@@ -170,7 +189,7 @@ class EncryptStage:
         )
         for fingerprint in self.fingerprints:
             argv += ["--recipient", fingerprint]
-        yield StageCommand(argv)
+        yield StageCommand(argv, self.keyring.environment())
 
 
 @dataclass
@@ -182,7 +201,20 @@ class DecryptStage:
     @contextlib.contextmanager
     def command(self) -> Iterator[StageCommand]:
         argv = self.keyring.gpg_argv("--quiet", "--pinentry-mode", "loopback")
-        if self.keyring.passphrase_file.exists():
-            argv += ["--passphrase-file", str(self.keyring.passphrase_file)]
-        argv += ["--decrypt", "--output", "-"]
-        yield StageCommand(argv)
+        if self.keyring.passphrase is None:
+            argv += ["--decrypt", "--output", "-"]
+            yield StageCommand(argv, self.keyring.environment())
+            return
+        # A pipe holding the passphrase: written whole before gpg starts (far below the pipe
+        # buffer), so it never exists as a file, and dies with both processes.
+        read_fd, write_fd = os.pipe()
+        try:
+            os.write(write_fd, self.keyring.passphrase.encode() + b"\n")
+            os.close(write_fd)
+            write_fd = -1
+            argv += ["--passphrase-fd", str(read_fd), "--decrypt", "--output", "-"]
+            yield StageCommand(argv, self.keyring.environment(), pass_fds=(read_fd,))
+        finally:
+            for fd in (read_fd, write_fd):
+                if fd >= 0:
+                    os.close(fd)

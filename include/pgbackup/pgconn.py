@@ -1,19 +1,20 @@
 """PostgreSQL connection values, and how child processes get them without leaking the password.
 
-The password never goes into argv (visible in ``ps``) nor into logs: libpq tools read it
-from a private ``PGPASSFILE`` (mode 0600) that lives only as long as the command.
+The password never goes into argv (visible in ``ps``), logs or a file: libpq tools read it
+from ``PGPASSWORD`` in their own environment (readable only by our uid, and gone with the
+process, so a SIGKILL leaves nothing on disk). That environment is otherwise minimal: the
+parent's (with Airflow's ``AIRFLOW_CONN_*`` secrets) is never passed on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pgbackup.errors import ConnectionConfigError, DatabaseUnavailableError
+from pgbackup.pipeline import minimal_environment
 
 SUPABASE_TRANSACTION_POOLER_PORT = 6543
 SUPABASE_HOST_SUFFIXES = (".supabase.co", ".supabase.com")
@@ -83,7 +84,7 @@ class PgConnInfo:
         """
         return " ".join(f"{key}={quote_conninfo_value(value)}" for key, value in self.connection_parameters().items())
 
-    def libpq_env(self, passfile: str | None) -> dict[str, str]:
+    def libpq_env(self) -> dict[str, str]:
         """Environment for libpq tools; connection values travel here, never in argv."""
         env = {
             "PGHOST": self.host,
@@ -95,8 +96,8 @@ class PgConnInfo:
         }
         if self.sslmode:
             env["PGSSLMODE"] = self.sslmode
-        if passfile:
-            env["PGPASSFILE"] = passfile
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
         return env
 
     def psycopg_kwargs(self) -> dict[str, Any]:
@@ -130,36 +131,9 @@ def check_profile(conn: PgConnInfo, profile: str) -> None:
 
 
 @contextlib.contextmanager
-def passfile_for(conn: PgConnInfo) -> Iterator[str | None]:
-    """A throwaway 0600 pgpass file for this connection, removed on exit."""
-    if conn.password is None:
-        yield None
-        return
-    fd, path = tempfile.mkstemp(prefix="pgbackup-pgpass-")
-    try:
-        os.fchmod(fd, 0o600)
-
-        def esc(value: str) -> str:
-            return value.replace("\\", "\\\\").replace(":", "\\:")
-
-        line = ":".join(esc(v) for v in ("*", "*", "*", conn.user, conn.password)) + "\n"
-        os.write(fd, line.encode())
-        os.close(fd)
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-@contextlib.contextmanager
 def libpq_environment(conn: PgConnInfo) -> Iterator[dict[str, str]]:
-    """``os.environ`` plus this connection, for a child libpq process."""
-    with passfile_for(conn) as passfile:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(conn.libpq_env(passfile))
-        yield env
+    """A minimal environment plus this connection, for a child libpq process."""
+    yield minimal_environment(conn.libpq_env())
 
 
 def connect(conn: PgConnInfo, *, autocommit: bool = True) -> Any:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol, TypeVar, cast
@@ -32,6 +32,22 @@ STDERR_TAIL_BYTES = 8192
 RSS_SAMPLE_SECONDS = 0.05
 RSS_FIRST_SAMPLE_SECONDS = 0.005  # then doubling up to RSS_SAMPLE_SECONDS: short stages are read too
 T = TypeVar("T")
+# What a child program may see of our environment: never the rest (Airflow puts connection
+# secrets there, e.g. AIRFLOW_CONN_*). Each stage adds its own values (PG*, GNUPGHOME).
+INHERITED_ENV = ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH")
+INHERITED_ENV_PREFIXES = ("LC_",)
+
+
+def minimal_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child program: path, locale, time zone and home, plus ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in INHERITED_ENV or key.startswith(INHERITED_ENV_PREFIXES)
+    }
+    env.setdefault("PATH", os.defpath)
+    env.update(extra or {})
+    return env
 
 
 @dataclass(frozen=True)
@@ -122,13 +138,16 @@ class FileSink:
         return self.path.with_name(self.path.name + ".partial")
 
     def __call__(self, stream: HashingReader) -> None:
-        with open(self._prepare(), "wb") as handle:
+        with self.open_partial() as handle:
             copy_stream(stream, handle)  # type: ignore[arg-type]
         self.publish()
 
-    def _prepare(self) -> Path:
+    def open_partial(self) -> BinaryIO:
+        """The ``.partial`` file, created 0600: staged files may be plaintext dumps."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.partial
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file from a dead run keeps its old mode otherwise
+        return os.fdopen(fd, "wb")
 
     def publish(self) -> None:
         with open(self.partial, "rb+") as handle:
@@ -187,14 +206,14 @@ def run_chain(
         try:
             last_stdout: int | IO[bytes] = subprocess.PIPE
             if direct is not None:
-                last_stdout = stack.enter_context(open(direct._prepare(), "wb"))
+                last_stdout = stack.enter_context(direct.open_partial())
             for index, (stage, command) in enumerate(zip(stages, commands, strict=True)):
                 proc = subprocess.Popen(
                     command.argv,
                     stdin=stdin,
                     stdout=last_stdout if index == len(stages) - 1 else subprocess.PIPE,
                     stderr=stderr_files[index],
-                    env=command.env,
+                    env=command.env if command.env is not None else minimal_environment(),
                     pass_fds=command.pass_fds,
                     close_fds=True,
                 )
@@ -393,14 +412,3 @@ def _tail(stderr_file: IO[bytes]) -> str:
     size = stderr_file.tell()
     stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))
     return stderr_file.read().decode("utf-8", "replace").strip()
-
-
-@contextlib.contextmanager
-def private_tempdir(prefix: str, base: str | None = None) -> Iterator[Path]:
-    """A 0700 temporary directory removed on exit."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-    try:
-        os.chmod(path, 0o700)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

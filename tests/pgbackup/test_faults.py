@@ -106,16 +106,19 @@ def test_pg_dump_older_than_the_server_is_refused_naming_both_versions() -> None
     assert "PostgreSQL 99" in message and installed in message and "postgresql-client-99" in message
 
 
-def test_password_is_never_in_argv_and_its_passfile_is_private_and_removed(source_db: PgConnInfo) -> None:
+def test_password_is_never_in_argv_and_only_in_the_childs_own_environment(
+    source_db: PgConnInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No passfile any more (a SIGKILL left it on disk): PGPASSWORD in a minimal environment.
+    monkeypatch.setenv("AIRFLOW_CONN_LEAKY", "postgresql://u:conn-secret@h/db")
     stage = DumpStage(source_db, "full")
     with stage.command() as command, libpq_environment(source_db) as env:
         assert source_db.password
         assert not any(source_db.password in arg for arg in command.argv)
-        assert command.env is not None and source_db.password not in "".join(command.env.values())
-        passfile = Path(command.env["PGPASSFILE"])
-        assert oct(passfile.stat().st_mode & 0o777) == "0o600"
-        assert env["PGPASSFILE"] != str(passfile)
-    assert not passfile.exists()
+        assert command.env is not None and command.env == env
+        assert [k for k, v in command.env.items() if source_db.password in v] == ["PGPASSWORD"]
+        assert "PGPASSFILE" not in command.env
+        assert not any("conn-secret" in v or k.startswith("AIRFLOW_") for k, v in command.env.items())
     assert source_db.password not in repr(source_db)
 
 

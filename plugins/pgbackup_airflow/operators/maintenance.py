@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
 from pgbackup.errors import StorageError
 from pgbackup.retention import prune
+from pgbackup.staging import prepare_staging, remove_staging
 from pgbackup_airflow.connections import open_destination
 from pgbackup_airflow.operators.base import PgBackupBaseOperator
 
@@ -44,21 +44,18 @@ class PruneBackupsOperator(PgBackupBaseOperator):
 
 
 class PrepareStagingOperator(PgBackupBaseOperator):
-    """Create this run's private staging folder: the setup whose teardown removes it."""
+    """Create this run's private staging folder (the setup whose teardown removes it),
+    first removing what killed runs left: their keyrings, gpg-agents and stale staging."""
 
     def execute(self, context: Any) -> str:
-        workdir = self.workdir(context)
-        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return str(workdir)
+        return str(prepare_staging(self.workdir(context)))
 
 
 class CleanupStagingOperator(PgBackupBaseOperator):
-    """Remove this run's staging folder, even when the run failed (a teardown)."""
+    """Remove this run's staging folder, even when the run failed (a teardown), and the
+    keyrings and gpg-agents of any killed run on this worker."""
 
     def execute(self, context: Any) -> None:
         workdir = self.workdir(context)
-        shutil.rmtree(workdir, ignore_errors=True)
-        run_dir = workdir.parent
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        remove_staging(workdir)
         self.log.info("removed staging %s", workdir)
