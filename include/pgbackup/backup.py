@@ -158,7 +158,8 @@ def _render_plain(manifest: Manifest, request: BackupRequest, workdir: Path) -> 
     """Turn the staged custom archive into the profile's plain SQL (for supabase: filtered, strict-restorable)."""
     archive = workdir / ARCHIVE_FILE
     started = time.monotonic()
-    kept, left_out = profile_for(request.profile).render_plain(archive, request.kind, workdir / DUMP_FILE, manifest.source)
+    profile = profile_for(request.profile)
+    kept, left_out = profile.render_plain(archive, request.kind, workdir / DUMP_FILE, manifest.source)
     manifest.stages["render"] = {
         "seconds": round(time.monotonic() - started, 3),
         "input_bytes": archive.stat().st_size,

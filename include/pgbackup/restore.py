@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgbackup import supabase
 from pgbackup.compress import DecompressStage
 from pgbackup.dump import server_major_version
 from pgbackup.errors import ConfigError, IntegrityError, RestoreError, StorageError, VerificationError
@@ -33,6 +32,7 @@ from pgbackup.manifest import (
 from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
 from pgbackup.pgtools import find_program
 from pgbackup.pipeline import run_chain, write_to_file
+from pgbackup.profiles import RestoreJob, profile_for
 from pgbackup.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -297,17 +297,12 @@ def validate_backup(
         if settings.template:
             record["scratch_template"] = settings.template
         restore_started = time.monotonic()
-        if manifest.profile == "supabase":
-            # Prove the same strict restore a new project gets, on the source's platform shape.
-            supabase.check_platform_shape(
-                manifest.source.get("platform_shape"), db, f"{manifest.backup_id} (template {settings.template})"
-            )
-            record["platform_shape"] = manifest.source["platform_shape"]["sha256"]
-            record["excluded"] = restore_supabase_backup(
-                manifest, archive, db, workdir, schema_archive, schema_manifest
-            )
-            rows_left_out = supabase.rows_left_out(manifest.source.get("tables", []))
-            record["rows_not_compared"] = rows_left_out
+        restored = profile_for(manifest.profile).restore(
+            RestoreJob(manifest, archive, db, workdir, schema_archive, schema_manifest, settings.template)
+        )
+        if restored is not None:
+            record.update(restored.record)
+            rows_left_out = restored.rows_not_compared
         elif schema_archive is not None:
             schema_format = schema_manifest.dump_format if schema_manifest else "custom"
             matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
@@ -357,58 +352,6 @@ def dump_schema_now(source: PgConnInfo, target: Path, profile: str = "plain") ->
         privileges=chosen.keep_privileges,
     )
     run_chain([stage], write_to_file(target))
-
-
-def restore_supabase_backup(
-    manifest: Manifest,
-    archive: Path,
-    db: PgConnInfo,
-    workdir: Path,
-    schema_archive: Path | None = None,
-    schema_manifest: Manifest | None = None,
-) -> list[dict[str, str]]:
-    """Restore a supabase-profile backup the way a new project takes it: TOC-filtered, one
-    transaction, stop at the first error, as ``db``'s user. Returns what was left out, and why."""
-    roles = manifest.source.get("roles")
-    if schema_archive is None:
-        if manifest.dump_format == "custom":
-            return supabase.restore_supabase(archive, db, kind=manifest.kind, roles=roles, workdir=workdir).excluded
-        # Plain: already filtered at backup time, with its own preamble (roles, replica mode).
-        supabase.run_sql_strict(db, [archive])
-        return [e for e in manifest.excluded if "entry" in e]
-    schema_format = schema_manifest.dump_format if schema_manifest else "custom"
-    matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
-    if schema_format == "custom" and manifest.dump_format == "custom":
-        report = supabase.restore_supabase_pair(
-            schema_archive, archive, db, roles=roles, populated_matviews=matviews, workdir=workdir
-        )
-        return report.excluded
-    # Mixed formats: render the custom part(s) against this target, then one strict psql run.
-    facts = supabase.target_facts(db)
-    excluded: list[dict[str, str]] = []
-    scripts: list[Path] = []
-    for part, part_format, kind, part_manifest in (
-        (schema_archive, schema_format, "schema", schema_manifest),
-        (archive, manifest.dump_format, manifest.kind, manifest),
-    ):
-        if part_format == "plain":
-            scripts.append(part)
-            excluded += [e for e in (part_manifest.excluded if part_manifest else []) if "entry" in e]
-            continue
-        script = part.with_name(part.name + ".sql")
-        preamble = supabase.plain_preamble(roles, supabase.archive_has_acls(part))
-        excluded += supabase.render_sql(part, kind, script, facts, preamble=preamble)[1]
-        scripts.append(script)
-    if matviews:
-        scripts.append(workdir / "matviews.sql")
-        scripts[-1].write_text("".join(f"REFRESH MATERIALIZED VIEW {name};\n" for name in matviews))
-    try:
-        supabase.run_sql_strict(db, scripts)
-    finally:
-        for script in scripts:
-            if script not in (schema_archive, archive):
-                script.unlink(missing_ok=True)
-    return excluded
 
 
 def restore_schema_and_data(

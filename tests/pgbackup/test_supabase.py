@@ -18,10 +18,11 @@ from devtools.db_compare import client_conninfo, compare_databases, diff_snapsho
 from devtools.gpg_keys import GeneratedKey
 from devtools.pg_cluster import pg_bin
 from devtools.supabase_fixture import SupabaseCluster, create_platform_template, load_demo_app, supabase_cluster
-from pgbackup import backup, supabase
+from pgbackup import backup
 from pgbackup.errors import ConfigError, RestoreError
 from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
+from pgbackup.profiles import supabase
 from pgbackup.restore import DecryptionKey, ValidationSettings, decryption_keyring, fetch_plaintext, validate_backup
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage

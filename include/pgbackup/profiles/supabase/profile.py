@@ -1,0 +1,153 @@
+"""The supabase profile: backups of a Supabase project that restore into a new project.
+
+On Supabase ``postgres`` is not a superuser, and a new project already holds the
+platform: schemas owned by ``supabase_admin`` & co (auth, storage, extensions, ...),
+their tables, functions and triggers, preinstalled extensions, the ``supabase_realtime``
+publication, event triggers and the API roles. A plain dump replays all of that and
+fails ("must be owner of table users", "... event trigger"). So a dump keeps grants and
+records the custom roles and the platform's shape; a restore runs only the archive
+entries that toc.py keeps, strictly, in one transaction (strict.py), as ``postgres``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pgbackup.profiles import Profile, RestoreJob, RestoreOutcome
+from pgbackup.profiles.supabase import roles, shape, strict, toc
+from pgbackup.profiles.supabase.platform import (
+    MIGRATION_REASON,
+    MIGRATION_TABLES,
+    NO_DATA_REASON,
+    NO_DATA_SCHEMAS,
+    RESERVED_ROLES,
+)
+
+if TYPE_CHECKING:
+    from pgbackup.manifest import Manifest
+    from pgbackup.pgconn import PgConnInfo
+
+
+class SupabaseProfile(Profile):
+    name = "supabase"
+    keep_privileges = True
+    renders_plain_from_archive = True
+    # Only platform state and secrets encrypted with the project's key leave every dump; platform
+    # schemas stay (their rows are user data), the restore's TOC filter does the rest.
+    schema_exclusions = NO_DATA_SCHEMAS
+    exclusion_reason = (
+        "Supabase platform state or secrets encrypted with the project's key, or not readable by postgres; no user data"
+    )
+
+    def exclusion_notes(self, kind: str, configured: tuple[str, ...]) -> list[dict[str, str]]:
+        return super().exclusion_notes(kind, configured) + manifest_exclusions(kind)
+
+    def capture_source(self, source: PgConnInfo) -> dict[str, Any]:
+        # Roles without passwords, and the platform's shape, which validation's scratch must match.
+        return {"roles": roles.capture_custom_roles(source), "platform_shape": shape.platform_shape(source)}
+
+    def render_plain(
+        self, archive: Path, kind: str, out: Path, source: dict[str, Any]
+    ) -> tuple[int, list[dict[str, str]]]:
+        """The filtered archive as SQL a new project accepts from ``psql --single-transaction``."""
+        preamble = strict.plain_preamble(source.get("roles"), toc.archive_has_acls(archive))
+        return strict.render_sql(archive, kind, out, preamble=preamble)
+
+    def restore(self, job: RestoreJob) -> RestoreOutcome:
+        """Prove the same strict restore a new project gets, on the source's platform shape."""
+        manifest = job.manifest
+        shape.check_platform_shape(
+            manifest.source.get("platform_shape"), job.target, f"{manifest.backup_id} (template {job.template})"
+        )
+        record: dict[str, Any] = {"platform_shape": manifest.source["platform_shape"]["sha256"]}
+        record["excluded"] = restore_backup(
+            manifest, job.archive, job.target, job.workdir, job.schema_archive, job.schema_manifest
+        )
+        left_out = rows_left_out(manifest.source.get("tables", []))
+        record["rows_not_compared"] = left_out
+        return RestoreOutcome(record, left_out)
+
+
+def manifest_exclusions(kind: str) -> list[dict[str, str]]:
+    """Category-level notes for ``manifest.excluded``; the per-entry list comes with each restore."""
+    notes = [
+        {"what": "platform-owned objects (schemas, tables, functions, triggers of the platform)",
+         "reason": "a new Supabase project already has them; only their owner could recreate them"},
+        {"what": "event triggers, platform publications, preinstalled extensions",
+         "reason": "need a superuser, or already present in every new project"},
+        {"what": "roles' passwords; reserved roles " + ", ".join(sorted(RESERVED_ROLES)),
+         "reason": "passwords are unreadable without a superuser; reserved roles belong to the platform"},
+    ]
+    if kind != "schema":
+        notes.append({"what": "rows of " + ", ".join(f"{s}.{t}" for s, t in sorted(MIGRATION_TABLES)),
+                      "reason": "platform migration history; the target keeps its own"})
+        notes.append({"what": "rows in schemas " + ", ".join(sorted(NO_DATA_SCHEMAS)),
+                      "reason": "platform state, or secrets encrypted with the source project's key"})
+    return notes
+
+
+def rows_left_out(tables: Iterable[str]) -> dict[str, str]:
+    """Of the manifest's ``schema.table`` keys, those whose rows no supabase restore loads, and why."""
+    found: dict[str, str] = {}
+    for table in tables:
+        schema, _, name = table.partition(".")
+        if (schema, name) in MIGRATION_TABLES:
+            found[table] = MIGRATION_REASON
+        elif schema in NO_DATA_SCHEMAS:
+            found[table] = NO_DATA_REASON
+    return found
+
+
+
+def restore_backup(
+    manifest: Manifest,
+    archive: Path,
+    db: PgConnInfo,
+    workdir: Path,
+    schema_archive: Path | None = None,
+    schema_manifest: Manifest | None = None,
+) -> list[dict[str, str]]:
+    """Restore a supabase-profile backup the way a new project takes it: TOC-filtered, one
+    transaction, stop at the first error, as ``db``'s user. Returns what was left out, and why."""
+    captured = manifest.source.get("roles")
+    if schema_archive is None:
+        if manifest.dump_format == "custom":
+            return strict.restore_supabase(archive, db, kind=manifest.kind, roles=captured, workdir=workdir).excluded
+        # Plain: already filtered at backup time, with its own preamble (roles, replica mode).
+        strict.run_sql_strict(db, [archive])
+        return [e for e in manifest.excluded if "entry" in e]
+    schema_format = schema_manifest.dump_format if schema_manifest else "custom"
+    matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
+    if schema_format == "custom" and manifest.dump_format == "custom":
+        report = strict.restore_supabase_pair(
+            schema_archive, archive, db, roles=captured, populated_matviews=matviews, workdir=workdir
+        )
+        return report.excluded
+    # Mixed formats: render the custom part(s) against this target, then one strict psql run.
+    facts = toc.target_facts(db)
+    excluded: list[dict[str, str]] = []
+    scripts: list[Path] = []
+    for part, part_format, kind, part_manifest in (
+        (schema_archive, schema_format, "schema", schema_manifest),
+        (archive, manifest.dump_format, manifest.kind, manifest),
+    ):
+        if part_format == "plain":
+            scripts.append(part)
+            excluded += [e for e in (part_manifest.excluded if part_manifest else []) if "entry" in e]
+            continue
+        script = part.with_name(part.name + ".sql")
+        preamble = strict.plain_preamble(captured, toc.archive_has_acls(part))
+        excluded += strict.render_sql(part, kind, script, facts, preamble=preamble)[1]
+        scripts.append(script)
+    if matviews:
+        scripts.append(workdir / "matviews.sql")
+        scripts[-1].write_text("".join(f"REFRESH MATERIALIZED VIEW {name};\n" for name in matviews))
+    try:
+        strict.run_sql_strict(db, scripts)
+    finally:
+        for script in scripts:
+            if script not in (schema_archive, archive):
+                script.unlink(missing_ok=True)
+    return excluded
