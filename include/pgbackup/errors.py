@@ -35,6 +35,15 @@ class StorageError(PgBackupError):
     """A storage backend failed (network, permissions, missing bucket, ...)."""
 
 
+class ObjectExistsError(StorageError):
+    """A write found the key holding an object it must not replace.
+
+    For a create-only write (every upload): any object at all. For a conditional
+    replace (a manifest's verification record): another version than the one read.
+    Nothing was overwritten.
+    """
+
+
 class IntegrityError(PgBackupError):
     """Bytes do not match their recorded checksum or size."""
 

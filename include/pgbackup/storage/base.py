@@ -1,9 +1,15 @@
 """The storage contract every backend fulfils, and the logic they all share.
 
-Backends implement a handful of small primitives (``_put``, ``_open``, ``_stat``,
-``_list``, ``_delete`` and optionally ``_delete_batch``). This module does the rest
-once: key validation, hashing while streaming, turning SDK errors into
-``StorageError``, ``delete_many``'s keep-going loop and ``verify``.
+Backends implement a handful of small primitives (``_put``, ``_replace``, ``_open``,
+``_read_versioned``, ``_stat``, ``_list``, ``_delete``, ``_delete_version`` and optionally
+``_delete_batch``). This module does the rest once: key validation, hashing while
+streaming, turning SDK errors into ``StorageError``, the per-operation deadline,
+``delete_many``'s keep-going loop and ``verify``.
+
+Writes never replace an object: ``put_*`` are create-only (``ObjectExistsError`` when the
+key exists), and the one deliberate rewrite, ``replace_bytes``, is conditional on the
+version its caller read. Cleanup after a failed upload deletes only the version that
+upload wrote (``delete_version``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import re
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, ClassVar, Protocol, cast
 from urllib.parse import urlsplit
 
-from pgbackup.errors import ConfigError, IntegrityError, PgBackupError, StorageError
+from pgbackup.errors import ConfigError, IntegrityError, ObjectExistsError, PgBackupError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,11 @@ GiB = 1024 * MiB
 
 READ_CHUNK = 1 * MiB  # unit of every local read/hash loop; bounds per-call memory
 _MAX_REPORTED_FAILURES = 50  # a failure message lists at most this many keys in full
+
+# Network bounds (config `timeouts`, see the shared decisions): seconds.
+DEFAULT_CONNECT_TIMEOUT = 10.0  # TCP/TLS connect
+DEFAULT_READ_TIMEOUT = 120.0  # no byte received (or sent) for this long = the endpoint hung
+DEFAULT_OPERATION_TIMEOUT = 7200.0  # total bound on one upload / download / listing
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,64 @@ class UploadResult:
     size: int
     sha256: str
     verified_by: str
+    # Identifies exactly the object version this upload wrote (S3 "etag[#versionId]", GCS
+    # generation, local "inode:mtime_ns"), so cleanup can never delete another writer's object.
+    version: str = ""
+
+
+class Deadline:
+    """The total time one storage operation may take (``operation_timeout``).
+
+    Checked at every point the operation regains control: each chunk read from the
+    source, each HTTP attempt (a botocore hook), each part/chunk, each downloaded block.
+    Every single wait in between is bounded by the connect/read timeouts, so an
+    operation fails at most one read timeout after its deadline.
+    """
+
+    def __init__(self, seconds: float, what: str) -> None:
+        self.seconds = seconds
+        self.what = what
+        self._expires = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self._expires - time.monotonic()
+
+    def check(self) -> None:
+        if self.remaining() <= 0:
+            raise StorageError(
+                f"{self.what} exceeded its deadline: operation_timeout={self.seconds:g}s "
+                "(the total bound on one storage operation); it was aborted"
+            )
+
+
+_active = threading.local()  # the Deadline of the operation this thread is working for
+
+
+def current_deadline() -> Deadline | None:
+    return getattr(_active, "deadline", None)
+
+
+def check_deadline() -> None:
+    deadline = current_deadline()
+    if deadline is not None:
+        deadline.check()
+
+
+@contextmanager
+def deadline_scope(deadline: Deadline | None) -> Iterator[None]:
+    """Make ``deadline`` the current one in this thread (worker threads call this too)."""
+    previous = current_deadline()
+    _active.deadline = deadline
+    try:
+        yield
+    finally:
+        _active.deadline = previous
+
+
+def _timeout_option(url: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{url}: {name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 class _Hasher(Protocol):
@@ -77,6 +149,7 @@ class HashingReader:
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
+        check_deadline()
         data = self._raw.read(size)
         if data:
             self._sha256.update(data)
@@ -118,17 +191,19 @@ def read_full(stream: BinaryIO | HashingReader, size: int) -> bytes:
 class _GuardedReader(io.RawIOBase):
     """Read side of ``open_read``: turns mid-stream SDK/network errors into StorageError."""
 
-    def __init__(self, raw: BinaryIO, storage: Storage, key: str) -> None:
+    def __init__(self, raw: BinaryIO, storage: Storage, key: str, deadline: Deadline) -> None:
         super().__init__()
         self._raw = raw
         self._storage = storage
         self._key = key
+        self._deadline = deadline
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        with self._storage._guard("read", self._key):
+        with deadline_scope(self._deadline), self._storage._guard("read", self._key):
+            self._deadline.check()
             data = self._raw.read(len(buffer))
         n = len(data)
         memoryview(buffer).cast("B")[:n] = data
@@ -185,9 +260,20 @@ class Storage(ABC):
     url: str
     scheme: ClassVar[str]
     delete_batch_size: ClassVar[int] = 1  # how many keys one _delete_batch call may take
+    replace_max_size: ClassVar[int] = 16 * MiB  # replace_bytes is for manifests, not backups
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+    ) -> None:
         self.url = url
+        self.connect_timeout = _timeout_option(url, "connect_timeout", connect_timeout)
+        self.read_timeout = _timeout_option(url, "read_timeout", read_timeout)
+        self.operation_timeout = _timeout_option(url, "operation_timeout", operation_timeout)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"  # never options: they may hold secrets
@@ -199,15 +285,34 @@ class Storage(ABC):
         return {}
 
     @abstractmethod
-    def _put(self, key: str, reader: HashingReader, size_hint: int | None) -> str:
-        """Upload everything ``reader`` yields, read the stored checksum back, compare it.
+    def _put(self, key: str, reader: HashingReader, size_hint: int | None) -> tuple[str, str]:
+        """Create ``key`` from everything ``reader`` yields, never replacing an object
+        (ObjectExistsError), read the stored checksum back, compare it.
 
-        Returns ``verified_by``; raises IntegrityError (after removing the object) on mismatch.
+        Returns (``verified_by``, version written); on mismatch raises IntegrityError after
+        deleting exactly that version (``_reject_upload``).
         """
+
+    @abstractmethod
+    def _replace(self, key: str, reader: HashingReader, expected_version: str) -> tuple[str, str]:
+        """Replace ``key`` only while it still holds ``expected_version`` (else
+        ObjectExistsError); verify like ``_put``. Small objects only."""
 
     @abstractmethod
     def _open(self, key: str) -> BinaryIO | None:
         """A raw reader for ``key``, or None when it does not exist."""
+
+    @abstractmethod
+    def _read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """A small object's bytes and the version they belong to, or None."""
+
+    @abstractmethod
+    def _delete_version(self, key: str, version: str) -> str | None:
+        """Delete ``key`` only if it still is ``version``.
+
+        Returns None when that version is gone (deleted now or before), else the reason
+        nothing was deleted (another version is there, or the service cannot prove it).
+        """
 
     @abstractmethod
     def _stat(self, key: str) -> ObjectInfo | None: ...
@@ -233,6 +338,20 @@ class Storage(ABC):
     # -- shared helpers ----------------------------------------------------------------
 
     @contextmanager
+    def _operation(self, operation: str, key: str | None = None) -> Iterator[Deadline]:
+        """One storage operation: its deadline is current in this thread while it runs."""
+        where = f"{self.url} key {key!r}" if key is not None else self.url
+        deadline = Deadline(self.operation_timeout, f"{operation} of {where}")
+        with deadline_scope(deadline):
+            yield deadline
+
+    def _exists(self, key: str, detail: str = "") -> ObjectExistsError:
+        return ObjectExistsError(
+            f"upload to {self.url} key {key!r} refused: an object already exists there and uploads never "
+            f"replace one{detail}; nothing was overwritten"
+        )
+
+    @contextmanager
     def _guard(self, operation: str, key: str | None = None) -> Iterator[None]:
         """Wrap any SDK/OS error as StorageError naming URL, key and operation."""
         try:
@@ -246,12 +365,12 @@ class Storage(ABC):
     def _mismatch(self, key: str, what: str, expected: object, found: object) -> IntegrityError:
         return IntegrityError(f"{self.url} key {key!r}: {what} mismatch: expected {expected}, found {found}")
 
-    def _reject_upload(self, key: str, what: str, expected: object, found: object) -> IntegrityError:
-        """Delete an object whose read-back checksum is wrong; return the error to raise."""
+    def _reject_upload(self, key: str, what: str, expected: object, found: object, version: str) -> IntegrityError:
+        """Delete the version this upload wrote, whose read-back checksum is wrong; return the error."""
         try:
             with self._guard("delete after failed verification", key):
-                self._delete(key)
-            removed = "the object was deleted"
+                kept = self._delete_version(key, version)
+            removed = "the object this upload wrote was deleted" if kept is None else f"NOT deleted: {kept}"
         except StorageError as exc:
             log.error("could not delete unverified object %s: %s", key, exc)
             removed = "deleting the object ALSO FAILED"
@@ -279,21 +398,73 @@ class Storage(ABC):
         return self._upload(key, HashingReader(io.BytesIO(data), self._extra_digests()), len(data))
 
     def _upload(self, key: str, reader: HashingReader, size_hint: int | None) -> UploadResult:
-        with self._guard("upload", key):
-            verified_by = self._put(key, reader, size_hint)
+        with self._operation("upload", key), self._guard("upload", key):
+            # Fails before a byte is sent, and is the only guard where a service (or its test
+            # stand-in) ignores the write precondition each backend also sends.
+            if self._stat(key) is not None:
+                raise self._exists(key)
+            verified_by, version = self._put(key, reader, size_hint)
         log.info("stored %s key %s (%d bytes, verified by %s)", self.url, key, reader.size, verified_by)
-        return UploadResult(key=key, size=reader.size, sha256=reader.sha256, verified_by=verified_by)
+        return UploadResult(key=key, size=reader.size, sha256=reader.sha256, verified_by=verified_by, version=version)
+
+    def replace_bytes(self, key: str, data: bytes, expected_version: str) -> UploadResult:
+        """Rewrite a small object only while it still is ``expected_version`` (from
+        ``get_bytes_versioned``); raises ObjectExistsError when another writer changed it."""
+        check_relative_path(key, "storage key")
+        if len(data) > self.replace_max_size:
+            raise StorageError(f"replace of {self.url} key {key!r}: {len(data)} bytes; only small objects are replaced")
+        reader = HashingReader(io.BytesIO(data), self._extra_digests())
+        with self._operation("replace", key), self._guard("replace", key):
+            verified_by, version = self._replace(key, reader, expected_version)
+        log.info("replaced %s key %s (%d bytes, verified by %s)", self.url, key, reader.size, verified_by)
+        return UploadResult(key=key, size=reader.size, sha256=reader.sha256, verified_by=verified_by, version=version)
+
+    def update_bytes(self, key: str, change: Callable[[bytes], bytes], attempts: int = 3) -> UploadResult | None:
+        """Read-modify-write of a small object that never loses a concurrent writer's change:
+        only the version read is replaced; on a conflict the object is read again and
+        ``change`` re-applied. Returns None (writing nothing) when the key does not exist."""
+        for attempt in range(1, attempts + 1):
+            found = self.get_bytes_versioned(key)
+            if found is None:
+                return None
+            data, version = found
+            try:
+                return self.replace_bytes(key, change(data), version)
+            except ObjectExistsError:
+                if attempt == attempts:
+                    raise
+                log.info("%s key %s changed while being updated; reading it again", self.url, key)
+        raise AssertionError("unreachable")
+
+    def get_bytes_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """A small object's bytes plus the version they were read from, or None."""
+        check_relative_path(key, "storage key")
+        with self._operation("read", key), self._guard("read", key):
+            return self._read_versioned(key)
+
+    def delete_version(self, key: str, version: str) -> bool:
+        """Delete ``key`` only if it still holds ``version`` (what one upload wrote).
+
+        Returns False, logging why, when it holds another writer's object or the service
+        cannot prove it is the same one; never deletes what it cannot prove.
+        """
+        check_relative_path(key, "storage key")
+        with self._operation("delete", key), self._guard("delete", key):
+            kept = self._delete_version(key, version)
+        if kept is not None:
+            log.warning("left %s key %s in place: %s", self.url, key, kept)
+        return kept is None
 
     @contextmanager
     def open_read(self, key: str) -> Iterator[BinaryIO]:
         """Stream an object; a missing key raises StorageError."""
         check_relative_path(key, "storage key")
-        with self._guard("open", key):
+        with self._operation("download", key) as deadline, self._guard("open", key):
             raw = self._open(key)
         if raw is None:
             raise StorageError(f"open failed for {self.url} key {key!r}: no such object")
         try:
-            yield cast(BinaryIO, _GuardedReader(raw, self, key))
+            yield cast(BinaryIO, _GuardedReader(raw, self, key, deadline))
         finally:
             try:
                 raw.close()
@@ -303,7 +474,7 @@ class Storage(ABC):
     def get_bytes(self, key: str) -> bytes | None:
         """A small object's bytes, or None when it does not exist."""
         check_relative_path(key, "storage key")
-        with self._guard("read", key):
+        with self._operation("read", key), self._guard("read", key):
             raw = self._open(key)
             if raw is None:
                 return None
@@ -314,7 +485,7 @@ class Storage(ABC):
 
     def stat(self, key: str) -> ObjectInfo | None:
         check_relative_path(key, "storage key")
-        with self._guard("stat", key):
+        with self._operation("stat", key), self._guard("stat", key):
             return self._stat(key)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -325,10 +496,12 @@ class Storage(ABC):
         """
         if prefix:
             check_relative_path(prefix.rstrip("/") or ".", "list prefix")
-        with self._guard("list", prefix):
+        deadline = Deadline(self.operation_timeout, f"list of {self.url} prefix {prefix!r}")
+        with deadline_scope(deadline), self._guard("list", prefix):
             items = self._list(prefix)
         while True:
-            with self._guard("list", prefix):
+            with deadline_scope(deadline), self._guard("list", prefix):
+                deadline.check()
                 info = next(items, None)
             if info is None:
                 return
@@ -337,7 +510,7 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key succeeds."""
         check_relative_path(key, "storage key")
-        with self._guard("delete", key):
+        with self._operation("delete", key), self._guard("delete", key):
             self._delete(key)
 
     def delete_many(self, keys: Iterable[str]) -> None:
@@ -352,7 +525,7 @@ class Storage(ABC):
         for start in range(0, len(todo), self.delete_batch_size):
             batch = todo[start : start + self.delete_batch_size]
             try:
-                with self._guard("delete batch", batch[0]):
+                with self._operation("delete batch", batch[0]), self._guard("delete batch", batch[0]):
                     failed.update(self._delete_batch(batch))
             except StorageError as exc:
                 failed.update({key: str(exc.__cause__ or exc) for key in batch})

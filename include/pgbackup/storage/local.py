@@ -1,11 +1,19 @@
 """Local-directory backend: ``file:///absolute/path``.
 
 Writes go to a hidden temp file in the target directory, are fsynced, re-hashed and
-only then renamed into place, so a partial file never carries the final name.
+only then get the final name: by ``link()`` (or ``renameat2(RENAME_NOREPLACE)`` where
+hard links are not supported), which fails when the name exists, so a partial file
+never carries the final name and an existing object is never replaced. The deliberate
+rewrite (``replace_bytes``) takes an exclusive ``flock`` on the current file, checks it is
+still the version the caller read, then renames over it atomically.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import hashlib
 import logging
 import os
@@ -17,8 +25,16 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from pgbackup.errors import ConfigError, StorageError
-from pgbackup.storage.base import READ_CHUNK, HashingReader, ObjectInfo, Storage
+from pgbackup.errors import ConfigError, ObjectExistsError, StorageError
+from pgbackup.storage.base import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    READ_CHUNK,
+    HashingReader,
+    ObjectInfo,
+    Storage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +47,14 @@ class LocalStorage(Storage):
 
     scheme = "file"
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+    ) -> None:
         if not isinstance(url, str):
             raise ConfigError(f"storage URL must be a string; {_EXPECTED}")
         parts = urlsplit(url)
@@ -44,7 +67,10 @@ class LocalStorage(Storage):
         path = unquote(parts.path)
         if not path.startswith("/") or any(seg in (".", "..") for seg in path.split("/")):
             raise ConfigError(f"storage URL {url!r} is not an absolute, normalized path; {_EXPECTED}")
-        super().__init__(url)
+        # connect/read do not apply to a file system; accepted so every backend takes the same options.
+        super().__init__(
+            url, connect_timeout=connect_timeout, read_timeout=read_timeout, operation_timeout=operation_timeout
+        )
         self.root = Path(path.rstrip("/") or "/")
 
     def _path(self, key: str) -> Path:
@@ -52,8 +78,8 @@ class LocalStorage(Storage):
             raise ConfigError(f"storage key {key!r} must not start with {TEMP_PREFIX!r} (reserved)")
         return self.root.joinpath(*key.split("/"))
 
-    def _put(self, key: str, reader: HashingReader, size_hint: int | None) -> str:
-        target = self._path(key)
+    def _write_verified_temp(self, key: str, target: Path, reader: HashingReader) -> Path:
+        """All of ``reader`` in a private temp file next to ``target``, fsynced and re-hashed."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
         tmp = Path(tmp_name)
@@ -69,12 +95,77 @@ class LocalStorage(Storage):
                 raise self._mismatch(
                     key, "sha256/size", f"{reader.sha256} ({reader.size} bytes)", f"{found_sha} ({found_size} bytes)"
                 )
-            os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)  # make the rename itself durable
-        return "local:sha256"
+        return tmp
+
+    def _put(self, key: str, reader: HashingReader, size_hint: int | None) -> tuple[str, str]:
+        target = self._path(key)
+        tmp = self._write_verified_temp(key, target, reader)
+        try:
+            _create_no_replace(tmp, target)
+        except FileExistsError:
+            raise self._exists(key) from None
+        finally:
+            tmp.unlink(missing_ok=True)  # after link() the final name keeps the inode
+        _fsync_dir(target.parent)  # make the new name itself durable
+        return "local:sha256", _version(target.stat())
+
+    def _replace(self, key: str, reader: HashingReader, expected_version: str) -> tuple[str, str]:
+        target = self._path(key)
+        try:
+            current = open(target, "rb")
+        except FileNotFoundError:
+            raise ObjectExistsError(
+                f"replace of {self.url} key {key!r} refused: the object was deleted since it was read"
+            ) from None
+        with current:
+            # Writers of this key serialize on the current file; whoever comes second finds a new inode.
+            fcntl.flock(current.fileno(), fcntl.LOCK_EX)
+            held = os.fstat(current.fileno())
+            try:
+                now = target.stat()
+            except FileNotFoundError:
+                now = None
+            if (
+                _version(held) != expected_version
+                or now is None
+                or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+            ):
+                raise ObjectExistsError(
+                    f"replace of {self.url} key {key!r} refused: it changed since it was read "
+                    f"(expected version {expected_version}); nothing was overwritten"
+                )
+            tmp = self._write_verified_temp(key, target, reader)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        _fsync_dir(target.parent)
+        return "local:sha256", _version(target.stat())
+
+    def _read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            with open(self._path(key), "rb") as handle:
+                version = _version(os.fstat(handle.fileno()))
+                return handle.read(), version
+        except FileNotFoundError:
+            return None
+
+    def _delete_version(self, key: str, version: str) -> str | None:
+        path = self._path(key)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return None
+        if _version(info) != version:
+            return f"it now holds another object (version {_version(info)}, this upload wrote {version})"
+        # No conditional unlink exists; the window between this check and unlink is microseconds,
+        # and create-only writes mean nobody can put another file under this name meanwhile.
+        path.unlink(missing_ok=True)
+        return None
 
     def _open(self, key: str) -> BinaryIO | None:
         try:
@@ -119,6 +210,35 @@ class LocalStorage(Storage):
 
     def _delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+def _version(info: os.stat_result) -> str:
+    return f"{info.st_ino}:{info.st_mtime_ns}"
+
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
+
+
+def _create_no_replace(tmp: Path, target: Path) -> None:
+    """Give ``tmp``'s inode the name ``target``; FileExistsError if the name exists."""
+    try:
+        os.link(tmp, target)
+        return
+    except OSError as exc:
+        if exc.errno not in _LINK_UNSUPPORTED:
+            raise
+    # File systems without hard links (some FUSE/SMB mounts): an atomic no-replace rename.
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(tmp), at_fdcwd, os.fsencode(target), _RENAME_NOREPLACE) != 0:
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            raise FileExistsError(code, os.strerror(code), str(target))
+        raise StorageError(
+            f"cannot create {target} without risking an overwrite: neither link() nor "
+            f"renameat2(RENAME_NOREPLACE) works on this file system ({os.strerror(code)})"
+        )
 
 
 def _is_regular(mode: int) -> bool:

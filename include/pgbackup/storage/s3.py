@@ -4,6 +4,12 @@ Uploads are our own multipart implementation so we know every part's digest: eac
 part carries ``x-amz-checksum-sha256``; after completion ``HeadObject`` must return
 the full-object sha256 (single PUT) or the composite ``sha256(part digests)-N``. When
 the service stores no checksum we fall back to the ETag (md5, or md5 of part md5s).
+
+Writes are conditional (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-requests.html):
+``If-None-Match: *`` on PutObject and CompleteMultipartUpload (create-only), ``If-Match:
+<etag>`` for the deliberate manifest rewrite, and cleanup deletes by ``VersionId`` or with
+``If-Match: <etag>``. Every request has connect/read timeouts and bounded retries, and
+a botocore hook refuses any attempt after the operation's deadline.
 """
 
 from __future__ import annotations
@@ -25,14 +31,21 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from pgbackup.errors import ConfigError, StorageError
+from pgbackup.errors import ConfigError, ObjectExistsError, StorageError
 from pgbackup.storage.base import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_OPERATION_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    Deadline,
     GiB,
     HashingReader,
     MiB,
     ObjectInfo,
     Storage,
     _Hasher,
+    check_deadline,
+    current_deadline,
+    deadline_scope,
     read_full,
     split_bucket_url,
 )
@@ -50,8 +63,21 @@ S3_DEFAULT_PART_SIZE = 16 * MiB
 S3_DEFAULT_CONCURRENCY = 4
 # boto's own bucket check, minus the dots-only corner cases S3-compatible services reject.
 S3_BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+S3_MAX_ATTEMPTS = 3  # per request, the first included: a hung endpoint costs at most 3 read timeouts
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+# 412: the precondition failed; 409: a concurrent conditional write to the same key won the race.
+_PRECONDITION_CODES = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 _NON_MD5_ETAG_SSE = {"aws:kms", "aws:kms:dsse"}  # these encryption modes make the ETag not an md5
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """The checksums of what one upload sent, in the forms HeadObject may report."""
+
+    parts: int  # 0 for a single PUT
+    composite: str  # base64 sha256 (single) or sha256 of part sha256s (multipart)
+    etag: str  # md5 hex (single) or md5-of-part-md5s-N
+    md5_full: str | None  # whole-object md5, when computed
 
 
 @dataclass(frozen=True)
@@ -68,6 +94,35 @@ def _b64(digest: bytes) -> str:
 
 def _md5(data: bytes = b"") -> Any:
     return hashlib.md5(data, usedforsecurity=False)  # integrity check, not security
+
+
+def _version_of(response: dict[str, Any]) -> str:
+    """'etag' or 'etag#versionId': what one write produced (see UploadResult.version)."""
+    etag = str(response.get("ETag", "")).strip('"')
+    version_id = response.get("VersionId")
+    return f"{etag}#{version_id}" if version_id and version_id != "null" else etag
+
+
+def s3_client_config(
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    max_pool_connections: int = S3_DEFAULT_CONCURRENCY + 6,
+) -> Config:
+    """The botocore Config pgbackup's S3 clients use; pass it to a client built elsewhere
+    (e.g. ``S3Hook(aws_conn_id=..., config=s3_client_config(...))``)."""
+    return Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
+        # We send our own checksums; botocore's automatic CRC trailers break some S3-compatible services.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        max_pool_connections=max_pool_connections,
+    )
+
+
+def _refuse_after_deadline(**_: Any) -> None:
+    check_deadline()  # raising here stops botocore's retries: StorageError is not retryable
 
 
 class S3Storage(Storage):
@@ -91,6 +146,10 @@ class S3Storage(Storage):
         max_concurrency: int = S3_DEFAULT_CONCURRENCY,
         page_size: int = S3_MAX_PAGE_SIZE,
         send_checksums: bool = True,
+        conditional_requests: bool = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
     ) -> None:
         self.bucket, self.prefix = split_bucket_url(url, "s3", S3_BUCKET_RE, "3-255 letters, digits, '.', '-' or '_'")
         built_from = [endpoint_url, region_name, aws_access_key_id, aws_secret_access_key, aws_session_token]
@@ -112,12 +171,16 @@ class S3Storage(Storage):
             raise ConfigError(f"{url}: max_concurrency must be an int from 1 to 64, got {max_concurrency!r}")
         if not isinstance(page_size, int) or not 1 <= page_size <= S3_MAX_PAGE_SIZE:
             raise ConfigError(f"{url}: page_size must be an int from 1 to {S3_MAX_PAGE_SIZE}, got {page_size!r}")
-        super().__init__(url)
+        super().__init__(
+            url, connect_timeout=connect_timeout, read_timeout=read_timeout, operation_timeout=operation_timeout
+        )
         self.part_size = part_size
         self.max_concurrency = max_concurrency
         self.page_size = page_size
         self.send_checksums = send_checksums
+        self.conditional_requests = conditional_requests
         self._client = client
+        self._hooked = False
         self._client_lock = threading.Lock()
         self.endpoint_url = endpoint_url
         self._region_name = region_name
@@ -128,11 +191,31 @@ class S3Storage(Storage):
     @property
     def client(self) -> Any:
         """The boto3 client, built on first use (constructors do no I/O)."""
-        if self._client is None:
+        if self._client is None or not self._hooked:
             with self._client_lock:
                 if self._client is None:
                     self._client = self._build_client()
+                elif not self._hooked:
+                    self._warn_if_unbounded(self._client)
+                if not self._hooked:
+                    # Also on a client= given to us: our deadline applies to every attempt it makes.
+                    self._client.meta.events.register("before-send.s3", _refuse_after_deadline)
+                    self._hooked = True
         return self._client
+
+    def _warn_if_unbounded(self, client: Any) -> None:
+        config = client.meta.config
+        for name, wanted in (("connect_timeout", self.connect_timeout), ("read_timeout", self.read_timeout)):
+            actual = getattr(config, name, None)
+            if actual is None or actual > wanted:
+                log.warning(
+                    "%s: the S3 client given has %s=%s, above the configured %ss; build it with "
+                    "s3_client_config() so a hung endpoint is noticed in time",
+                    self.url,
+                    name,
+                    actual,
+                    wanted,
+                )
 
     def _build_client(self) -> Any:
         key_id, secret, token = self._credentials
@@ -142,15 +225,13 @@ class S3Storage(Storage):
             aws_session_token=token,
             region_name=self._region_name,
         )
-        config = Config(
-            s3={"addressing_style": "path" if self._force_path_style else "auto"},
-            # We send our own checksums; botocore's automatic CRC trailers break some S3-compatible services.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"mode": "standard", "max_attempts": 5},
-            max_pool_connections=max(10, self.max_concurrency + 2),
-        )
+        config = s3_client_config(
+            self.connect_timeout, self.read_timeout, max_pool_connections=max(10, self.max_concurrency + 2)
+        ).merge(Config(s3={"addressing_style": "path" if self._force_path_style else "auto"}))
         return session.client("s3", endpoint_url=self.endpoint_url, config=config)
+
+    def _create_only(self) -> dict[str, str]:
+        return {"IfNoneMatch": "*"} if self.conditional_requests else {}
 
     def _full(self, key: str) -> str:
         return self.prefix + key
@@ -169,7 +250,7 @@ class S3Storage(Storage):
             raise StorageError(f"upload to {self.url}: {size_hint} bytes exceed S3's 10,000 x 5 GiB limit")
         return max(self.part_size, needed)
 
-    def _put(self, key: str, reader: HashingReader, size_hint: int | None) -> str:
+    def _put(self, key: str, reader: HashingReader, size_hint: int | None) -> tuple[str, str]:
         part_size = self._part_size_for(size_hint)
         head = [read_full(reader, part_size)]
         if len(head[0]) == part_size:
@@ -178,15 +259,63 @@ class S3Storage(Storage):
             return self._put_single(key, head[0], reader)
         return self._put_multipart(key, reader, part_size, head)
 
-    def _put_single(self, key: str, data: bytes, reader: HashingReader) -> str:
+    def _put_single(self, key: str, data: bytes, reader: HashingReader) -> tuple[str, str]:
         sha = hashlib.sha256(data).digest()
         extra: dict[str, str] = {}
         if self.send_checksums:
             extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha)}
-        self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=io.BytesIO(data), **extra)
-        return self._check_stored(key, reader, parts=0, composite=_b64(sha), etag=_md5(data).hexdigest(), md5_full=None)
+        sent = _Sent(parts=0, composite=_b64(sha), etag=_md5(data).hexdigest(), md5_full=None)
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self._full(key), Body=io.BytesIO(data), **extra, **self._create_only()
+            )
+        except ClientError as exc:
+            if _error_code(exc) not in _PRECONDITION_CODES:
+                raise
+            return self._landed_earlier(key, reader, sent)
+        return self._check_stored(key, reader, sent, _version_of(response))
 
-    def _put_multipart(self, key: str, reader: HashingReader, part_size: int, head: list[bytes]) -> str:
+    def _replace(self, key: str, reader: HashingReader, expected_version: str) -> tuple[str, str]:
+        data = read_full(reader, self.replace_max_size)
+        etag = expected_version.partition("#")[0]
+        if not self.conditional_requests:
+            # The service ignores If-Match: check just before writing (a narrow race remains).
+            head = self._head(key)
+            if head is None or str(head.get("ETag", "")).strip('"') != etag:
+                raise self._changed(key, expected_version)
+        sha = hashlib.sha256(data).digest()
+        extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha)} if self.send_checksums else {}
+        condition = {"IfMatch": f'"{etag}"'} if self.conditional_requests else {}
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=self._full(key), Body=io.BytesIO(data), **extra, **condition
+            )
+        except ClientError as exc:
+            if _error_code(exc) in _PRECONDITION_CODES | _NOT_FOUND_CODES:
+                raise self._changed(key, expected_version) from None
+            raise
+        sent = _Sent(parts=0, composite=_b64(sha), etag=_md5(data).hexdigest(), md5_full=None)
+        return self._check_stored(key, reader, sent, _version_of(response))
+
+    def _changed(self, key: str, expected_version: str) -> ObjectExistsError:
+        return ObjectExistsError(
+            f"replace of {self.url} key {key!r} refused: it changed since it was read "
+            f"(expected ETag {expected_version}); nothing was overwritten"
+        )
+
+    def _landed_earlier(self, key: str, reader: HashingReader, sent: _Sent) -> tuple[str, str]:
+        """A create-only write found the key taken. If the object there is byte for byte
+        what we sent, an earlier attempt of ours landed and its answer was lost (botocore
+        retried): that is our object. Anything else is another writer's."""
+        head = self._head(key)
+        if head is not None and head["ContentLength"] == reader.size:
+            verified_by, _ = self._compare(head, reader, sent)
+            if verified_by is not None:
+                log.info("%s key %s: an earlier attempt of this upload had landed", self.url, key)
+                return verified_by, _version_of(head)
+        raise self._exists(key, " (the service refused the create-only write: If-None-Match)")
+
+    def _put_multipart(self, key: str, reader: HashingReader, part_size: int, head: list[bytes]) -> tuple[str, str]:
         full = self._full(key)
         extra = {"ChecksumAlgorithm": "SHA256"} if self.send_checksums else {}
         upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=full, **extra)["UploadId"]
@@ -206,7 +335,7 @@ class S3Storage(Storage):
                         f"upload to {self.url} key {key!r}: stream exceeds {S3_MAX_PARTS} parts of {part_size} "
                         "bytes; open the storage with a larger part_size"
                     )
-                in_flight.append(pool.submit(self._upload_part, full, upload_id, number, data))
+                in_flight.append(pool.submit(self._upload_part, full, upload_id, number, data, current_deadline()))
                 del data  # the future owns the buffer now
                 # Bounded memory: wait for the oldest part before reading more than `max_concurrency` ahead.
                 while len(in_flight) >= self.max_concurrency:
@@ -217,26 +346,42 @@ class S3Storage(Storage):
                 {"PartNumber": p.number, "ETag": p.etag, **({"ChecksumSHA256": _b64(p.sha256)} if extra else {})}
                 for p in parts
             ]
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": manifest}
+            sent = _Sent(
+                parts=len(parts),
+                composite=_b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest()),
+                etag=f"{_md5(b''.join(p.md5 for p in parts)).hexdigest()}-{len(parts)}",
+                md5_full=None if self.send_checksums else reader.digest("md5").hex(),
             )
+            try:
+                response = self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": manifest},
+                    **self._create_only(),
+                )
+            except ClientError as exc:
+                # A retried Complete whose first answer was lost finds the key taken (or the upload gone).
+                if _error_code(exc) not in _PRECONDITION_CODES | {"NoSuchUpload"}:
+                    raise
+                verified = self._landed_earlier(key, reader, sent)
+                pool.shutdown(wait=True)
+                return verified
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             self._abort(key, upload_id)
             raise
         pool.shutdown(wait=True)
-        composite = _b64(hashlib.sha256(b"".join(p.sha256 for p in parts)).digest())
-        etag = f"{_md5(b''.join(p.md5 for p in parts)).hexdigest()}-{len(parts)}"
-        md5_full = None if self.send_checksums else reader.digest("md5").hex()
-        return self._check_stored(key, reader, parts=len(parts), composite=composite, etag=etag, md5_full=md5_full)
+        return self._check_stored(key, reader, sent, _version_of(response))
 
-    def _upload_part(self, full: str, upload_id: str, number: int, data: bytes) -> _Part:
+    def _upload_part(self, full: str, upload_id: str, number: int, data: bytes, deadline: Deadline | None) -> _Part:
         sha = hashlib.sha256(data).digest()  # hashed in the worker thread: hashlib releases the GIL
         extra = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(sha)} if self.send_checksums else {}
         # A file-like body: given bytes, botocore copies headers + body into one buffer per request.
-        response = self.client.upload_part(
-            Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=io.BytesIO(data), **extra
-        )
+        with deadline_scope(deadline):
+            response = self.client.upload_part(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=io.BytesIO(data), **extra
+            )
         return _Part(number=number, etag=response["ETag"], sha256=sha, md5=_md5(data).digest())
 
     def _abort(self, key: str, upload_id: str) -> None:
@@ -246,33 +391,57 @@ class S3Storage(Storage):
         except Exception:  # the original failure matters more; a lifecycle rule can clean up
             log.error("could not abort multipart upload of %s key %s", self.url, key, exc_info=True)
 
-    def _check_stored(
-        self, key: str, reader: HashingReader, *, parts: int, composite: str, etag: str, md5_full: str | None
-    ) -> str:
-        """Compare what HeadObject reports with what we sent; delete the object on mismatch."""
-        head = self.client.head_object(Bucket=self.bucket, Key=self._full(key), ChecksumMode="ENABLED")
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            head: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self._full(key), ChecksumMode="ENABLED"
+            )
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND_CODES:
+                return None
+            raise
+        return head
+
+    def _check_stored(self, key: str, reader: HashingReader, sent: _Sent, version: str) -> tuple[str, str]:
+        """Compare what HeadObject reports with what we sent; on mismatch delete the version we wrote."""
+        vid = version.partition("#")[2]
+        # HEAD the very version we wrote when the bucket is versioned.
+        head = self.client.head_object(
+            Bucket=self.bucket, Key=self._full(key), ChecksumMode="ENABLED", **({"VersionId": vid} if vid else {})
+        )
         if head["ContentLength"] != reader.size:
-            raise self._reject_upload(key, "stored size", reader.size, head["ContentLength"])
+            raise self._reject_upload(key, "stored size", reader.size, head["ContentLength"], version)
+        verified_by, mismatch = self._compare(head, reader, sent)
+        if verified_by is None:
+            assert mismatch is not None
+            raise self._reject_upload(key, *mismatch, version)
+        return verified_by, version
+
+    def _compare(
+        self, head: dict[str, Any], reader: HashingReader, sent: _Sent
+    ) -> tuple[str | None, tuple[str, str, str] | None]:
+        """(verified_by, None) when HeadObject shows what we sent, else (None, (what, expected, found))."""
         stored = head.get("ChecksumSHA256")
         if stored:
             value, _, count = stored.partition("-")
             # Some services report the full-object sha256 even for multipart; accept either.
             full_sha = _b64(bytes.fromhex(reader.sha256))
-            if value not in (composite, full_sha) or (count and int(count) != parts):
-                expected = f"{composite}-{parts}" if parts else composite
-                raise self._reject_upload(key, "ChecksumSHA256", expected, stored)
-            return "s3:ChecksumSHA256-composite" if parts and value == composite else "s3:ChecksumSHA256"
+            if value not in (sent.composite, full_sha) or (count and int(count) != sent.parts):
+                expected = f"{sent.composite}-{sent.parts}" if sent.parts else sent.composite
+                return None, ("ChecksumSHA256", expected, stored)
+            label = "s3:ChecksumSHA256-composite" if sent.parts and value == sent.composite else "s3:ChecksumSHA256"
+            return label, None
         found_etag = str(head.get("ETag", "")).strip('"')
         if (
             found_etag
             and head.get("ServerSideEncryption") not in _NON_MD5_ETAG_SSE
             and not head.get("SSECustomerAlgorithm")
         ):
-            if found_etag not in (etag, md5_full):
-                raise self._reject_upload(key, "ETag", etag, found_etag)
-            return "s3:ETag-multipart-md5" if parts and found_etag == etag else "s3:ETag-md5"
-        log.warning("%s key %s: the service returned no usable checksum; verified the size only", self.url, key)
-        return "s3:size"
+            if found_etag not in (sent.etag, sent.md5_full):
+                return None, ("ETag", sent.etag, found_etag)
+            return ("s3:ETag-multipart-md5" if sent.parts and found_etag == sent.etag else "s3:ETag-md5"), None
+        log.warning("%s: the service returned no usable checksum; verified the size only", self.url)
+        return "s3:size", None
 
     # -- read / list / delete ----------------------------------------------------------
 
@@ -285,6 +454,37 @@ class S3Storage(Storage):
             raise
         body: BinaryIO = response["Body"]
         return body
+
+    def _read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND_CODES:
+                return None
+            raise
+        with response["Body"] as body:
+            return body.read(), _version_of(response)
+
+    def _delete_version(self, key: str, version: str) -> str | None:
+        etag, _, vid = version.partition("#")
+        try:
+            if vid:  # versioned bucket: exactly our version, nothing else
+                self.client.delete_object(Bucket=self.bucket, Key=self._full(key), VersionId=vid)
+                return None
+            if not self.conditional_requests:
+                return (
+                    "this service offers no conditional delete, so it cannot be proved to be the object this "
+                    "upload wrote (it has no manifest, so it is never used as a backup)"
+                )
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key), IfMatch=f'"{etag}"')
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in _NOT_FOUND_CODES:
+                return None
+            if code in _PRECONDITION_CODES:
+                return f"it now holds another object than the one this upload wrote (ETag {etag})"
+            raise
+        return None
 
     def _stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -339,6 +539,9 @@ SUPABASE_ENDPOINT_TEMPLATE = "https://{project_ref}.supabase.co/storage/v1/s3"
 SUPABASE_PROJECT_REF_RE = re.compile(r"[a-z0-9]{1,63}")  # one DNS label, e.g. 'abcdefghijklmnopqrst'
 # Its S3 docs list x-amz-checksum-* as unsupported, so verify by ETag + size instead.
 SUPABASE_SEND_CHECKSUMS = False
+# Its S3 docs list conditional GET/HEAD only: writes rely on the HEAD check before uploading, and a
+# failed verification leaves the object (without a manifest) rather than delete what may not be ours.
+SUPABASE_CONDITIONAL_REQUESTS = False
 
 
 class SupabaseStorage(S3Storage):
@@ -356,6 +559,7 @@ class SupabaseStorage(S3Storage):
         endpoint_url: str | None = None,
         client: Any | None = None,
         send_checksums: bool = SUPABASE_SEND_CHECKSUMS,
+        conditional_requests: bool = SUPABASE_CONDITIONAL_REQUESTS,
         **options: Any,
     ) -> None:
         if client is None:
@@ -369,4 +573,11 @@ class SupabaseStorage(S3Storage):
                     raise ConfigError(f"{url}: project_ref must be lowercase letters/digits, got {project_ref!r}")
                 endpoint_url = SUPABASE_ENDPOINT_TEMPLATE.format(project_ref=project_ref)
             options["force_path_style"] = True  # Supabase serves buckets only under the path
-        super().__init__(url, client=client, endpoint_url=endpoint_url, send_checksums=send_checksums, **options)
+        super().__init__(
+            url,
+            client=client,
+            endpoint_url=endpoint_url,
+            send_checksums=send_checksums,
+            conditional_requests=conditional_requests,
+            **options,
+        )

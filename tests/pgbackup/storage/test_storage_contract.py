@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from devtools.services import GcsEmulator, MotoServer, TamperingProxy, flip_byte_in_large_bodies
-from pgbackup.errors import ConfigError, IntegrityError, StorageError
+from pgbackup.errors import ConfigError, IntegrityError, ObjectExistsError, StorageError
 from pgbackup.storage import EXPECTED_URL_FORMS, open_storage
 from pgbackup.storage.base import Storage
 from pgbackup.storage.gcs import GcsStorage
@@ -30,6 +30,18 @@ PREFIX = "pfx/sub"  # every storage under test has a URL prefix, to exercise key
 S3_TEST_PART_SIZE = 5 * 1024 * 1024  # S3's minimum part size
 GCS_TEST_CHUNK_SIZE = 256 * 1024  # GCS's resumable chunk granularity
 BACKENDS = ["local", "s3", "gcs", "supabase"]
+
+# Where a test stand-in (or the service itself) does not enforce a write/delete precondition,
+# the backend's own check before writing is the only guard, and the tests that prove the
+# service-side precondition are strict xfails naming why (measured on moto 5.2.5 and
+# gcp-storage-emulator 2026.7.19: moto enforces If-None-Match/If-Match on PutObject,
+# CompleteMultipartUpload and DeleteObject; the emulator ignores every ifGenerationMatch).
+NO_SERVICE_PRECONDITION = {
+    "gcs": "gcp-storage-emulator ignores ifGenerationMatch (real GCS answers 412); the backend's check before "
+    "writing is all that guards here",
+    "supabase": "Supabase Storage documents conditional GET/HEAD only, so the supabase flavor sends no write "
+    "precondition and relies on its check before writing",
+}
 
 
 @dataclass
@@ -224,11 +236,97 @@ def test_empty_object(backend: Backend) -> None:
     assert info is not None and info.size == 0
 
 
-def test_overwrite_replaces_content(backend: Backend) -> None:
+def test_upload_never_replaces_an_existing_object(backend: Backend) -> None:
     storage = backend.open()
     storage.put_bytes("k", b"first version")
-    storage.put_bytes("k", b"second")
-    assert storage.get_bytes("k") == b"second"
+    with pytest.raises(ObjectExistsError, match="'k'.*already exists"):
+        storage.put_bytes("k", b"second")
+    with pytest.raises(ObjectExistsError):
+        storage.put_stream("k", NonSeekable(payload(backend.big_size)))  # type: ignore[arg-type]
+    assert storage.get_bytes("k") == b"first version"
+    assert backend.raw_keys() == [f"{PREFIX}/k"] and s3_open_uploads(backend) == []
+
+
+class _WritesKeyFirst(NonSeekable):
+    """A source that, on its first read (after the backend's check before writing), has
+    another writer create the same key: only the service-side precondition can refuse us."""
+
+    def __init__(self, data: bytes, create: Callable[[], None]) -> None:
+        super().__init__(data)
+        self._create: Callable[[], None] | None = create
+
+    def readinto(self, buffer: Any) -> int:
+        if self._create is not None:
+            self._create, create = None, self._create
+            create()
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize("size_name", ["single", "multi"])
+def test_service_refuses_to_overwrite_a_key_created_during_the_upload(
+    request: pytest.FixtureRequest, backend: Backend, size_name: str
+) -> None:
+    if backend.name in NO_SERVICE_PRECONDITION:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=NO_SERVICE_PRECONDITION[backend.name]))
+    storage = backend.open()
+    data = payload(1000 if size_name == "single" else backend.big_size, seed=7)
+    source = _WritesKeyFirst(data, lambda: backend.overwrite("race", b"the other writer's bytes"))
+    with pytest.raises(ObjectExistsError):
+        storage.put_stream("race", source)  # type: ignore[arg-type]
+    assert storage.get_bytes("race") == b"the other writer's bytes"
+    assert s3_open_uploads(backend) == []
+
+
+def test_replace_is_conditional_on_the_version_read(backend: Backend) -> None:
+    storage = backend.open()
+    storage.put_bytes("m.json", b"v1")
+    found = storage.get_bytes_versioned("m.json")
+    assert found is not None and found[0] == b"v1"
+    replaced = storage.replace_bytes("m.json", b"v2", found[1])
+    assert replaced.version and replaced.version != found[1]
+    with pytest.raises(ObjectExistsError, match="changed since it was read"):
+        storage.replace_bytes("m.json", b"stale writer", found[1])
+    assert storage.get_bytes("m.json") == b"v2"
+    assert storage.get_bytes_versioned("nothing") is None
+    storage.delete("m.json")
+    with pytest.raises(ObjectExistsError):
+        storage.replace_bytes("m.json", b"resurrected", replaced.version)
+    assert storage.stat("m.json") is None
+
+
+def test_update_bytes_reapplies_a_change_after_a_concurrent_one(backend: Backend) -> None:
+    storage = backend.open()
+    storage.put_bytes("counter", b"0")
+    calls: list[bytes] = []
+
+    def bump(raw: bytes) -> bytes:
+        calls.append(raw)
+        if len(calls) == 1:  # another writer gets in between our read and our write
+            found = storage.get_bytes_versioned("counter")
+            assert found is not None
+            storage.replace_bytes("counter", b"10", found[1])
+        return str(int(raw) + 1).encode()
+
+    storage.update_bytes("counter", bump)
+    assert calls == [b"0", b"10"] and storage.get_bytes("counter") == b"11"  # no change lost
+    assert storage.update_bytes("absent", bump) is None and storage.stat("absent") is None
+
+
+def test_delete_version_never_deletes_another_writers_object(request: pytest.FixtureRequest, backend: Backend) -> None:
+    storage = backend.open()
+    mine = storage.put_bytes("d/mine", b"mine")
+    other = storage.put_bytes("d/other", b"other")
+    if backend.name == "supabase":  # no conditional delete: nothing it cannot prove is ours is deleted
+        assert storage.delete_version("d/mine", mine.version) is False
+        assert storage.get_bytes("d/mine") == b"mine"
+        return
+    if backend.name == "gcs":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=NO_SERVICE_PRECONDITION["gcs"]))
+    assert storage.delete_version("d/mine", mine.version) is True
+    assert storage.stat("d/mine") is None
+    assert storage.delete_version("d/mine", mine.version) is True  # already gone: fine
+    assert storage.delete_version("d/other", mine.version) is False  # a version that is not there
+    assert storage.get_bytes("d/other") == b"other" and other.version
 
 
 # -- stat / get / list ----------------------------------------------------------------------
@@ -395,10 +493,16 @@ def test_upload_verification_catches_bytes_corrupted_in_transit(
         with pytest.raises(IntegrityError, match=label) as excinfo:
             storage.put_stream("big/bad", NonSeekable(payload(size)))  # type: ignore[arg-type]
         assert proxy.tampered == 1
-        assert "big/bad" in str(excinfo.value) and "deleted" in str(excinfo.value)
-        # Checked while the proxy still runs: the GCS emulator puts the upload's host into mediaLink.
+        message = str(excinfo.value)
         direct = backend.open()
-        assert direct.stat("big/bad") is None
+        assert "big/bad" in message
+        # Checked while the proxy still runs: the GCS emulator puts the upload's host into mediaLink.
+        if name == "supabase":  # it cannot prove the object is ours (no conditional delete): says so, keeps it
+            assert "NOT deleted" in message and "no conditional delete" in message
+            assert direct.stat("big/bad") is not None and direct.stat("big/bad.manifest.json") is None
+        else:
+            assert "the object this upload wrote was deleted" in message
+            assert direct.stat("big/bad") is None
         assert direct.get_bytes("small/ok") == b"tiny bodies pass untouched"
 
 
