@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import resource
@@ -277,7 +276,7 @@ def _conn_spec(conn: PgConnInfo) -> dict[str, Any]:
 
 def engine_spec(services: Services, op: str, *, level: int | None = None, **extra: Any) -> dict[str, Any]:
     """A daily full backup at the DEFAULT settings (CompressionConfig(): zstd at its default level, all cores)."""
-    compression = dataclasses.asdict(CompressionConfig() if level is None else CompressionConfig(level=level))
+    compression = (CompressionConfig() if level is None else CompressionConfig(level=level)).model_dump()
     return {
         "op": op,
         "source": _conn_spec(services.source),

@@ -1,20 +1,40 @@
 """The one declarative configuration file, typed and validated with no I/O but reading it.
 
-Every mistake raises :class:`ConfigError` naming the file, the key and what was expected,
-so an Airflow import error tells the operator exactly what to fix (the cosmos pattern:
-dataclasses that validate in ``__post_init__``). Secrets never live here: only
-Airflow connection ids.
+The file is parsed into frozen pydantic models. Every mistake raises :class:`ConfigError`
+naming the file, the dotted key and what was expected (``include/pgbackup.yaml:
+compression.algorithm: 'lzma' is not one of gzip, zstd``), so an Airflow import error
+tells the operator exactly what to fix. Secrets never live here: only Airflow connection ids.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pgbackup.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic._internal._model_construction import ModelMetaclass
+else:
+    ModelMetaclass = type(BaseModel)  # pydantic's metaclass, without importing a private module
 
 DUMP_KINDS = ("full", "schema", "data")
 DUMP_FORMATS = ("custom", "plain")
@@ -27,6 +47,11 @@ COMPRESSION_LEVELS = {"gzip": (1, 9), "zstd": (1, 19)}
 DEFAULT_COMPRESSION_LEVELS = {"gzip": 6, "zstd": 3}
 TIERS = ("daily", "weekly", "monthly")
 
+# Upper bounds catch unit mistakes (seconds typed as minutes) and keep every later
+# computation finite: a date minus 10**9 days overflows at prune time.
+MAX_RETENTION_DAYS = 36_500
+MAX_DEADLINE_MINUTES = 7 * 24 * 60
+
 # The seed's validation queries, run when the tables exist in the restored database.
 SEED_VALIDATION_QUERIES = (
     "SELECT COUNT(*) FROM users",
@@ -37,159 +62,374 @@ SEED_VALIDATION_QUERIES = (
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _CONN_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
-_CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
+_DOTTED_QUAD_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _where(path: str, key: str) -> str:
-    return f"{path}: {key}"
+def _invalid(message: str, key: str = "") -> PydanticCustomError:
+    """A validation error with our own wording; ``key`` is the sub-key it is about, if any."""
+    return PydanticCustomError("pgbackup", "{message}", {"message": message, "key": key})
 
 
-def _require(data: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in data:
-        raise ConfigError(f"{where}.{key}: required key is missing")
-    value = data[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"{where}.{key}: expected {_type_name(kind)}, got {value!r}")
-    return value
+# --- field types ---------------------------------------------------------------------------
 
 
-def _optional(data: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    if key not in data or data[key] is None:
-        return default
-    return _require(data, key, where, kind)
+def _one_of(*choices: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise _invalid(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {"str": "a string", "int": "an integer", "bool": "true or false", "list": "a list", "dict": "a mapping"}
-    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+def _int_between(low: int, high: int, unit: str = "") -> AfterValidator:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise _invalid(f"expected {low}..{high}{unit}, got {value}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _reject_unknown(data: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+def _positive_up_to(high: float, unit: str) -> AfterValidator:
+    def check(value: float) -> float:
+        if not 0 < value <= high:
+            raise _invalid(f"expected more than 0 and at most {high:g} {unit}, got {value:g}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _check_name(value: str, where: str) -> str:
+def _check_name(value: str) -> str:
     if not _NAME_RE.match(value):
-        raise ConfigError(
-            f"{where}: {value!r} must be lowercase letters, digits and underscores, starting with a letter"
-        )
+        raise _invalid(f"{value!r} must be lowercase letters, digits and underscores, starting with a letter")
     return value
 
 
-def _check_conn_id(value: str, where: str) -> str:
+def _check_conn_id(value: str) -> str:
     if not _CONN_ID_RE.match(value):
-        raise ConfigError(f"{where}: {value!r} is not a valid Airflow connection id")
+        raise _invalid(f"{value!r} is not a valid Airflow connection id")
     return value
 
 
-def _check_cron(value: str, where: str) -> str:
-    fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
-        raise ConfigError(f"{where}: {value!r} is not a five-field cron expression like '0 6 * * *'")
+def _check_cron(value: str) -> str:
+    expected = f"{value!r} is not a five-field cron expression like '0 6 * * *' (minute hour day month weekday)"
+    if len(value.split()) != 5:
+        raise _invalid(expected)
+    # Airflow's cron timetables are croniter underneath, and have imported it by the time a
+    # DAG file is parsed, so this costs nothing there.
+    from croniter import CroniterError, croniter
+
+    try:
+        croniter(value)
+    except (CroniterError, ValueError, KeyError) as exc:
+        raise _invalid(f"{expected}: {exc}") from None
     return value
 
 
-@dataclass(frozen=True)
-class ValidationConfig:
+def _check_absolute_path(value: str) -> str:
+    parts = value.split("/")
+    if not os.path.isabs(value) or "." in parts or ".." in parts or _CONTROL_RE.search(value):
+        raise _invalid(f"expected an absolute directory like /backups, without . or .. segments, got {value!r}")
+    return value
+
+
+def _check_prefix(value: str) -> str:
+    """A key prefix inside a bucket: ``..`` would make keys another tenant's, ``.`` and ``//`` are never meant."""
+    stripped = value.strip("/")
+    if stripped and (any(p in ("", ".", "..") for p in stripped.split("/")) or _CONTROL_RE.search(stripped)):
+        raise _invalid(
+            f"expected a key prefix like pgbackup or team/prod, without empty, . or .. segments, got {value!r}"
+        )
+    return stripped
+
+
+Text = Annotated[str, Strict(), Field(min_length=1)]
+Flag = Annotated[bool, Strict()]
+Name = Annotated[str, Strict(), AfterValidator(_check_name)]
+ConnId = Annotated[str, Strict(), AfterValidator(_check_conn_id)]
+Cron = Annotated[str, Strict(), AfterValidator(_check_cron)]
+AbsolutePath = Annotated[str, Strict(), AfterValidator(_check_absolute_path)]
+Days = Annotated[int, Strict(), _int_between(1, MAX_RETENTION_DAYS, " days")]
+# Numbers: an int is fine where a float is expected; true/false, strings, .nan and .inf are not.
+_Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+DeadlineMinutes = Annotated[_Finite, _positive_up_to(MAX_DEADLINE_MINUTES, "minutes")]
+ConnectSeconds = Annotated[_Finite, _positive_up_to(300, "seconds")]
+ReadSeconds = Annotated[_Finite, _positive_up_to(3600, "seconds")]
+BoundMinutes = Annotated[_Finite, _positive_up_to(24 * 60, "minutes")]
+
+
+# --- bucket names ----------------------------------------------------------------------------
+
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html (general purpose buckets)
+_S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_GOOGLE_RE = re.compile(r"g[o0][o0]g[l1]e")
+
+
+def s3_bucket_problem(name: str) -> str | None:
+    """Why S3 would refuse this general purpose bucket name, or ``None``."""
+    if not 3 <= len(name) <= 63:
+        return f"it must be 3 to 63 characters long, not {len(name)}"
+    if not re.fullmatch(r"[a-z0-9.\-]+", name):
+        return "it may hold only lowercase letters, digits, dots and hyphens"
+    # Each dot-separated label starts and ends with a letter or digit: this rules out
+    # '..', '.-' and '-.' as well as a leading or trailing dot or hyphen.
+    if any(not re.fullmatch(r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?", label) for label in name.split(".")):
+        return "each dot-separated part must start and end with a letter or digit (no '..', '.-', '-.')"
+    if _DOTTED_QUAD_RE.match(name):
+        return "it must not look like an IP address"
+    for prefix in _S3_RESERVED_PREFIXES:
+        if name.startswith(prefix):
+            return f"the prefix {prefix!r} is reserved"
+    for suffix in _S3_RESERVED_SUFFIXES:
+        if name.endswith(suffix):
+            return f"the suffix {suffix!r} is reserved"
+    return None
+
+
+def gcs_bucket_problem(name: str) -> str | None:
+    """Why Cloud Storage would refuse this bucket name, or ``None``.
+
+    https://cloud.google.com/storage/docs/buckets#naming
+    """
+    if not re.fullmatch(r"[a-z0-9_.\-]+", name):
+        return "it may hold only lowercase letters, digits, dots, hyphens and underscores"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "it must start and end with a letter or digit"
+    parts = name.split(".")
+    if len(parts) == 1 and not 3 <= len(name) <= 63:
+        return f"it must be 3 to 63 characters long (222 with dots), not {len(name)}"
+    if not 3 <= len(name) <= 222 or any(not 1 <= len(part) <= 63 for part in parts):
+        return "a dotted name must be 3 to 222 characters, each dot-separated part 1 to 63"
+    if _DOTTED_QUAD_RE.match(name):
+        return "it must not look like an IP address"
+    if name.startswith("goog") or _GOOGLE_RE.search(name):
+        return "it must not start with 'goog' nor contain 'google' or a look-alike"
+    return None
+
+
+def supabase_bucket_problem(name: str) -> str | None:
+    """Supabase Storage's own rule (1 to 63 characters), limited to characters safe in our URLs.
+
+    https://github.com/supabase/storage/blob/master/src/storage/limits.ts (isValidBucketName)
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,63}", name) or name in (".", ".."):
+        return "it must be 1 to 63 letters, digits, dots, hyphens or underscores"
+    return None
+
+
+_BUCKET_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
+    "s3": ("S3", s3_bucket_problem),
+    "gcs": ("Cloud Storage", gcs_bucket_problem),
+    "supabase_storage": ("Supabase Storage", supabase_bucket_problem),
+}
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+class _SectionMeta(ModelMetaclass):
+    """Direct construction (engine code, tests): positional arguments, and ConfigError on a mistake.
+
+    Only a call of the class comes here; the file is validated by ``model_validate``, which
+    reports every mistake with its location instead.
+    """
+
+    def __call__(cls, *args: Any, **values: Any) -> Any:
+        # Positional arguments in field order, as the dataclasses these models replaced took them.
+        section: type[_Section] = cls  # type: ignore[assignment]
+        names = list(section.model_fields)
+        if len(args) > len(names):
+            raise TypeError(f"{cls.__name__} takes at most {len(names)} positional arguments")
+        for name, value in zip(names, args, strict=False):
+            if name in values:
+                raise TypeError(f"{cls.__name__} got {name!r} twice")
+            values[name] = value
+        try:
+            return super().__call__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, values, section.where)) from None
+
+
+class _Section(BaseModel, metaclass=_SectionMeta):
+    """A frozen section of the config file: unknown keys rejected, empty values mean the default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Where this section lives in the file, for errors raised when code builds one directly.
+    where: ClassVar[str] = ""
+
+    @classmethod
+    def _file_keys(cls, data: dict[Any, Any]) -> set[str]:
+        return {field.alias or name for name, field in cls.model_fields.items()}
+
+    @classmethod
+    def _fill_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys_only(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # pydantic reports "expected a mapping"
+        allowed = cls._file_keys(data)
+        unknown = sorted(str(k) for k in data if k not in allowed)
+        if unknown:
+            raise _invalid(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        optional = {field.alias or name for name, field in cls.model_fields.items() if not field.is_required()}
+        # A key left empty in YAML (``compression:``) means its default, as it always has.
+        return cls._fill_defaults({k: v for k, v in data.items() if not (v is None and k in optional)})
+
+
+class ValidationConfig(_Section):
     """Where and how a backup is proven restorable."""
 
-    scratch_conn_id: str
-    allow_source_server: bool = False
-    queries: tuple[str, ...] = SEED_VALIDATION_QUERIES
-    restore_jobs: int = 2
+    where: ClassVar[str] = "validation"
+
+    scratch_conn_id: ConnId
+    allow_source_server: Flag = False
+    queries: tuple[Text, ...] = SEED_VALIDATION_QUERIES
+    restore_jobs: Annotated[int, Strict(), _int_between(1, 64)] = 2
     # A database on the scratch server that scratch databases are created from (CREATE
     # DATABASE ... TEMPLATE). Required by the supabase profile: the restore is only proven
     # on a database that already has the source project's platform.
-    scratch_template: str | None = None
+    scratch_template: Annotated[str, Strict()] | None = None
 
-    def __post_init__(self) -> None:
-        if self.restore_jobs < 1 or self.restore_jobs > 64:
-            raise ConfigError(f"validation.restore_jobs: expected 1..64, got {self.restore_jobs}")
-        if self.scratch_template is not None and not 0 < len(self.scratch_template) < 64:
-            raise ConfigError(f"validation.scratch_template: expected a database name, got {self.scratch_template!r}")
+    @field_validator("scratch_template")
+    @classmethod
+    def _database_name(cls, value: str | None) -> str | None:
+        if value is not None and not 0 < len(value) < 64:
+            raise _invalid(f"expected a database name (1 to 63 characters), got {value!r}")
+        return value
 
 
-@dataclass(frozen=True)
-class TargetConfig:
+class TargetConfig(_Section):
     """One database to back up."""
 
-    name: str
-    postgres_conn_id: str
-    validation: ValidationConfig
-    profile: str = "plain"
-    database: str | None = None
-    dump_format: str = "custom"
-    data_path: str = "staged"
-    exclude_schemas: tuple[str, ...] = ()
+    where: ClassVar[str] = "targets"
 
-    def __post_init__(self) -> None:
-        if self.profile not in PROFILES:
-            raise ConfigError(f"targets.{self.name}.profile: {self.profile!r} is not one of {', '.join(PROFILES)}")
-        if self.dump_format not in DUMP_FORMATS:
-            raise ConfigError(
-                f"targets.{self.name}.dump_format: {self.dump_format!r} is not one of {', '.join(DUMP_FORMATS)}"
-            )
-        if self.data_path not in DATA_PATHS:
-            raise ConfigError(
-                f"targets.{self.name}.data_path: {self.data_path!r} is not one of {', '.join(DATA_PATHS)}"
-            )
+    name: Name
+    postgres_conn_id: ConnId
+    validation: ValidationConfig
+    profile: Annotated[str, Strict(), _one_of(*PROFILES)] = "plain"
+    database: Text | None = None
+    dump_format: Annotated[str, Strict(), _one_of(*DUMP_FORMATS)] = "custom"
+    data_path: Annotated[str, Strict(), _one_of(*DATA_PATHS)] = "staged"
+    exclude_schemas: tuple[Text, ...] = ()
+
+    @model_validator(mode="after")
+    def _profile_needs(self) -> TargetConfig:
         if self.profile == "supabase" and self.validation.scratch_template is None:
-            raise ConfigError(
-                f"targets.{self.name}.validation.scratch_template: required for profile supabase: the name of a "
-                "template database with a new Supabase project's platform on the scratch server (validation "
-                "restores into a copy of it, as the non-superuser postgres)"
+            raise _invalid(
+                "required for profile supabase: the name of a template database with a new Supabase project's "
+                "platform on the scratch server (validation restores into a copy of it, as the non-superuser "
+                "postgres)",
+                "validation.scratch_template",
             )
         if self.profile == "supabase" and self.dump_format == "plain" and self.data_path == "stream":
-            raise ConfigError(
-                f"targets.{self.name}.data_path: profile supabase with dump_format plain needs data_path staged "
-                "(the plain file is rendered from a filtered custom archive)"
+            raise _invalid(
+                "profile supabase with dump_format plain needs data_path staged "
+                "(the plain file is rendered from a filtered custom archive)",
+                "data_path",
             )
+        return self
 
 
-@dataclass(frozen=True)
-class DestinationConfig:
-    """One place backups are stored. ``kinds`` limits which dump kinds it receives."""
+class DestinationConfig(_Section):
+    """One place backups are stored. ``kinds`` limits which dump kinds it receives.
 
-    name: str
-    type: str
-    url: str
-    conn_id: str | None = None
-    primary: bool = False
-    kinds: tuple[str, ...] = DUMP_KINDS
+    A local destination has a ``path``; the others a ``bucket``, an optional ``prefix``
+    inside it and the Airflow connection ``conn_id`` that reaches it.
+    """
 
-    def __post_init__(self) -> None:
-        if self.type not in DESTINATION_TYPES:
-            raise ConfigError(
-                f"destinations.{self.name}.type: {self.type!r} is not one of {', '.join(DESTINATION_TYPES)}"
-            )
-        bad = [k for k in self.kinds if k not in DUMP_KINDS]
-        if bad or not self.kinds:
-            raise ConfigError(f"destinations.{self.name}.kinds: expected a non-empty subset of {list(DUMP_KINDS)}")
-        if self.type != "local" and not self.conn_id:
-            raise ConfigError(f"destinations.{self.name}.conn_id: required for a {self.type} destination")
+    where: ClassVar[str] = "destinations"
+
+    name: Name
+    type: Annotated[str, Strict(), _one_of(*DESTINATION_TYPES)]
+    path: AbsolutePath | None = None
+    bucket: Annotated[str, Strict()] | None = None
+    prefix: Annotated[str, Strict(), AfterValidator(_check_prefix)] = ""
+    conn_id: ConnId | None = None
+    primary: Flag = False
+    kinds: tuple[Annotated[str, Strict()], ...] = DUMP_KINDS
+
+    @classmethod
+    def _file_keys(cls, data: dict[Any, Any]) -> set[str]:
+        common = {"name", "type", "primary", "kinds"}
+        kind = data.get("type")
+        if kind == "local":
+            return common | {"path"}
+        if kind in _BUCKET_RULES:
+            return common | {"conn_id", "bucket", "prefix"}
+        return super()._file_keys(data)
+
+    @classmethod
+    def _fill_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if "kinds" not in data and data.get("type") == "supabase_storage":
+            return {**data, "kinds": ("schema",)}  # the seed keeps schema backups there
+        return data
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        rules = _BUCKET_RULES.get(info.data.get("type", ""))
+        if value is not None and rules is not None:
+            service, problem_of = rules
+            problem = problem_of(value)
+            if problem:
+                raise _invalid(f"{value!r} is not a valid {service} bucket name: {problem}")
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(k not in DUMP_KINDS for k in value):
+            raise _invalid(f"expected a non-empty subset of {list(DUMP_KINDS)}, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _located(self) -> DestinationConfig:
+        if self.type == "local" and self.path is None:
+            raise _invalid("required for a local destination: an absolute directory like /backups", "path")
+        if self.type != "local":
+            for key in ("bucket", "conn_id"):
+                if getattr(self, key) is None:
+                    raise _invalid(f"required for a {self.type} destination", key)
+        return self
+
+    @property
+    def url(self) -> str:
+        if self.type == "local":
+            return f"file://{self.path}"
+        scheme = "gs" if self.type == "gcs" else "s3"
+        return f"{scheme}://{self.bucket}/{self.prefix}" if self.prefix else f"{scheme}://{self.bucket}"
 
 
-@dataclass(frozen=True)
-class CompressionConfig:
-    algorithm: str = "zstd"
-    level: int = DEFAULT_COMPRESSION_LEVELS["zstd"]
-    threads: int = 0  # zstd only; 0 = one per core
+class CompressionConfig(_Section):
+    where: ClassVar[str] = "compression"
 
-    def __post_init__(self) -> None:
-        if self.algorithm not in COMPRESSION_LEVELS:
-            raise ConfigError(f"compression.algorithm: {self.algorithm!r} is not one of gzip, zstd")
+    algorithm: Annotated[str, Strict(), _one_of(*COMPRESSION_LEVELS)] = "zstd"
+    level: Annotated[int, Strict()] = DEFAULT_COMPRESSION_LEVELS["zstd"]
+    threads: Annotated[int, Strict(), _int_between(0, 1024)] = 0  # zstd only; 0 = one per core
+
+    @classmethod
+    def _fill_defaults(cls, data: dict[str, Any]) -> dict[str, Any]:
+        algorithm = data.get("algorithm", "zstd")
+        if "level" not in data and algorithm in DEFAULT_COMPRESSION_LEVELS:
+            return {**data, "level": DEFAULT_COMPRESSION_LEVELS[algorithm]}
+        return data
+
+    @model_validator(mode="after")
+    def _level_in_range(self) -> CompressionConfig:
         low, high = COMPRESSION_LEVELS[self.algorithm]
         if not low <= self.level <= high:
-            raise ConfigError(f"compression.level: {self.algorithm} takes {low}..{high}, got {self.level}")
-        if self.threads < 0:
-            raise ConfigError(f"compression.threads: expected 0 (all cores) or more, got {self.threads}")
+            raise _invalid(f"{self.algorithm} takes {low}..{high}, got {self.level}", "level")
+        return self
 
 
-@dataclass(frozen=True)
-class EncryptionConfig:
+class EncryptionConfig(_Section):
     """gpg public-key encryption to every recipient.
 
     ``public_key_files`` are armored public keys (not secrets) imported into a private,
@@ -198,50 +438,62 @@ class EncryptionConfig:
     ``decryption_key_conn_id`` (extra ``private_key``, password = passphrase).
     """
 
-    recipients: tuple[str, ...]
-    public_key_files: tuple[str, ...]
-    decryption_key_conn_id: str
+    where: ClassVar[str] = "encryption"
 
-    def __post_init__(self) -> None:
-        if not self.recipients:
-            raise ConfigError("encryption.recipients: at least one gpg recipient is required")
-        if not self.public_key_files:
-            raise ConfigError("encryption.public_key_files: at least one armored public key file is required")
+    recipients: tuple[Text, ...]
+    public_key_files: tuple[Text, ...]
+    decryption_key_conn_id: ConnId
+
+    @field_validator("recipients")
+    @classmethod
+    def _some_recipient(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise _invalid("at least one gpg recipient is required")
+        return value
+
+    @field_validator("public_key_files")
+    @classmethod
+    def _some_key(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise _invalid("at least one armored public key file is required")
+        return value
 
 
-@dataclass(frozen=True)
-class RetentionConfig:
-    daily_days: int = 30
-    weekly_days: int = 90
-    monthly_days: int = 365
-    min_keep: int = 3
-    dry_run: bool = False
+class RetentionConfig(_Section):
+    where: ClassVar[str] = "retention"
 
-    def __post_init__(self) -> None:
-        for key in ("daily_days", "weekly_days", "monthly_days"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"retention.{key}: expected at least 1 day, got {getattr(self, key)}")
-        if self.min_keep < 1:
-            raise ConfigError(
-                "retention.min_keep: expected at least 1 (the newest verified backup is always kept), "
-                f"got {self.min_keep}"
+    daily_days: Days = 30
+    weekly_days: Days = 90
+    monthly_days: Days = 365
+    min_keep: Annotated[int, Strict()] = 3
+    dry_run: Flag = False
+
+    @field_validator("min_keep")
+    @classmethod
+    def _keeps_one(cls, value: int) -> int:
+        if not 1 <= value <= 10_000:
+            raise _invalid(
+                f"expected 1..10000 (the newest verified backup is always kept), got {value}",
             )
+        return value
 
     def days_for(self, tier: str) -> int:
         return int(getattr(self, f"{tier}_days"))
 
 
-@dataclass(frozen=True)
-class DailyScheduleConfig:
+class DailyScheduleConfig(_Section):
     """The seed's daily cycle, in UTC."""
 
-    full: str = "0 6 * * *"
-    schema: str = "0 12 * * *"
-    data: str = "0 18 * * *"
-    deadline_minutes: float = 90
+    where: ClassVar[str] = "schedule.daily"
+
+    full: Cron = "0 6 * * *"
+    # ``schema`` would shadow a BaseModel method; the file key stays ``schema``.
+    schema_: Cron = Field(default="0 12 * * *", alias="schema")
+    data: Cron = "0 18 * * *"
+    deadline_minutes: DeadlineMinutes = 90.0
 
     def cron_for(self, kind: str) -> str:
-        return str(getattr(self, kind))
+        return {"full": self.full, "schema": self.schema_, "data": self.data}[kind]
 
     def kind_for_hour_minute(self, hour: int, minute: int) -> str | None:
         """The dump kind whose cron fires at this wall time, for runs of the multi-cron timetable."""
@@ -252,30 +504,101 @@ class DailyScheduleConfig:
         return None
 
 
-@dataclass(frozen=True)
-class PgBackupConfig:
-    source_file: str
+class ScheduleConfig(_Section):
+    where: ClassVar[str] = "schedule"
+
+    daily: DailyScheduleConfig = DailyScheduleConfig()
+
+
+class SlackConfig(_Section):
+    where: ClassVar[str] = "slack"
+
+    conn_id: ConnId | None = None
+
+
+class TimeoutsConfig(_Section):
+    """Bounds on every network operation and task (a hung endpoint must fail, not wait forever)."""
+
+    where: ClassVar[str] = "timeouts"
+
+    connect_seconds: ConnectSeconds = 10.0
+    read_seconds: ReadSeconds = 120.0
+    operation_minutes: BoundMinutes = 120.0
+    statement_minutes: BoundMinutes = 60.0
+    task_minutes: BoundMinutes = 240.0
+
+    def storage_options(self) -> dict[str, float]:
+        """Constructor options of every storage backend (seconds)."""
+        return {
+            "connect_timeout": float(self.connect_seconds),
+            "read_timeout": float(self.read_seconds),
+            "operation_timeout": float(self.operation_minutes) * 60,
+        }
+
+    def postgres_options(self) -> dict[str, int]:
+        """:class:`~pgbackup.pgconn.PgConnInfo` fields; libpq takes whole seconds for connect_timeout."""
+        return {
+            "connect_timeout": max(2, math.ceil(self.connect_seconds)),
+            "statement_timeout_ms": math.ceil(self.statement_minutes * 60_000),
+            "tcp_user_timeout_ms": math.ceil(self.read_seconds * 1000),
+        }
+
+
+class PgBackupConfig(_Section):
+    """The whole file. Build it with :func:`load_config` or :func:`parse_config`."""
+
     targets: tuple[TargetConfig, ...]
     destinations: tuple[DestinationConfig, ...]
-    compression: CompressionConfig
     encryption: EncryptionConfig
-    retention: RetentionConfig
-    daily: DailyScheduleConfig
-    slack_conn_id: str | None
-    staging_dir: str
-    owner: str = "data-platform"
-    retries: int = 2
-    retry_delay_seconds: int = 60
-    queue: str = "default"
-    extra: dict[str, Any] = field(default_factory=dict)
+    compression: CompressionConfig = CompressionConfig()
+    retention: RetentionConfig = RetentionConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    slack: SlackConfig = SlackConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    staging_dir: AbsolutePath = "/tmp/pgbackup-staging"
+    owner: Text = "data-platform"
+    retries: Annotated[int, Strict(), _int_between(0, 100)] = 2
+    retry_delay_seconds: Annotated[int, Strict(), _int_between(0, 86_400)] = 60
+    queue: Text = "default"
 
-    def __post_init__(self) -> None:
+    _source_file: str = PrivateAttr(default="<config>")
+
+    @field_validator("targets", "destinations")
+    @classmethod
+    def _named_once(cls, value: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
+        if not value:
+            raise _invalid(f"at least one {(info.field_name or 'items')[:-1]} is required")
+        seen: set[str] = set()
+        for item in value:
+            if item.name in seen:
+                raise _invalid(f"the name {item.name!r} is used twice")
+            seen.add(item.name)
+        return value
+
+    @model_validator(mode="after")
+    def _one_primary(self, info: ValidationInfo) -> PgBackupConfig:
         primaries = [d.name for d in self.destinations if d.primary]
         if len(primaries) != 1:
-            raise ConfigError(
-                f"{self.source_file}: destinations: exactly one destination needs `primary: true` "
-                f"(validation restores from it), found {primaries or 'none'}"
+            raise _invalid(
+                "exactly one destination needs `primary: true` (validation restores from it), "
+                f"found {primaries or 'none'}",
+                "destinations",
             )
+        if isinstance(info.context, dict) and "source_file" in info.context:
+            self._source_file = str(info.context["source_file"])
+        return self
+
+    @property
+    def source_file(self) -> str:
+        return self._source_file
+
+    @property
+    def daily(self) -> DailyScheduleConfig:
+        return self.schedule.daily
+
+    @property
+    def slack_conn_id(self) -> str | None:
+        return self.slack.conn_id
 
     @property
     def primary(self) -> DestinationConfig:
@@ -302,6 +625,9 @@ class PgBackupConfig:
         return candidate if candidate.is_absolute() else Path(self.source_file).parent / candidate
 
 
+# --- loading ---------------------------------------------------------------------------------
+
+
 def default_config_path() -> Path:
     """``PGBACKUP_CONFIG`` or ``include/pgbackup.yaml`` beside the engine package."""
     env = os.environ.get("PGBACKUP_CONFIG")
@@ -323,226 +649,73 @@ def load_config(path: str | Path | None = None) -> PgBackupConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path}: not valid YAML: {exc}") from exc
-    try:
-        return parse_config(data, str(config_path))
-    except ConfigError as exc:
-        message = str(exc)
-        if not message.startswith(str(config_path)):
-            message = f"{config_path}: {message}"
-        raise ConfigError(message) from None
+    return parse_config(data, str(config_path))
 
 
 def parse_config(data: Any, source: str = "<config>") -> PgBackupConfig:
+    """Validate the file's parsed YAML. Errors read ``<source>: <dotted.key>: <what is expected>``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with targets, destinations, encryption, ...")
-    _reject_unknown(
-        data,
-        {
-            "targets",
-            "destinations",
-            "compression",
-            "encryption",
-            "retention",
-            "schedule",
-            "slack",
-            "staging_dir",
-            "owner",
-            "retries",
-            "retry_delay_seconds",
-            "queue",
-        },
-        "top level",
-    )
-    targets_raw = _require(data, "targets", "config", list)
-    if not targets_raw:
-        raise ConfigError("targets: at least one target is required")
-    targets = tuple(_parse_target(t, i) for i, t in enumerate(targets_raw))
-    _unique([t.name for t in targets], "targets")
-    destinations_raw = _require(data, "destinations", "config", list)
-    if not destinations_raw:
-        raise ConfigError("destinations: at least one destination is required")
-    destinations = tuple(_parse_destination(d, i) for i, d in enumerate(destinations_raw))
-    _unique([d.name for d in destinations], "destinations")
-
-    compression_raw = _optional(data, "compression", "config", dict, {})
-    _reject_unknown(compression_raw, {"algorithm", "level", "threads"}, "compression")
-    compression = CompressionConfig(
-        algorithm=_optional(compression_raw, "algorithm", "compression", str, "zstd"),
-        level=_optional(
-            compression_raw,
-            "level",
-            "compression",
-            int,
-            DEFAULT_COMPRESSION_LEVELS.get(compression_raw.get("algorithm", "zstd"), 3),
-        ),
-        threads=_optional(compression_raw, "threads", "compression", int, 0),
-    )
-
-    encryption_raw = _require(data, "encryption", "config", dict)
-    _reject_unknown(encryption_raw, {"recipients", "public_key_files", "decryption_key_conn_id"}, "encryption")
-    encryption = EncryptionConfig(
-        recipients=tuple(_str_list(encryption_raw, "recipients", "encryption")),
-        public_key_files=tuple(_str_list(encryption_raw, "public_key_files", "encryption")),
-        decryption_key_conn_id=_check_conn_id(
-            _require(encryption_raw, "decryption_key_conn_id", "encryption", str), "encryption.decryption_key_conn_id"
-        ),
-    )
-
-    retention_raw = _optional(data, "retention", "config", dict, {})
-    _reject_unknown(retention_raw, {"daily_days", "weekly_days", "monthly_days", "min_keep", "dry_run"}, "retention")
-    retention = RetentionConfig(
-        daily_days=_optional(retention_raw, "daily_days", "retention", int, 30),
-        weekly_days=_optional(retention_raw, "weekly_days", "retention", int, 90),
-        monthly_days=_optional(retention_raw, "monthly_days", "retention", int, 365),
-        min_keep=_optional(retention_raw, "min_keep", "retention", int, 3),
-        dry_run=_optional(retention_raw, "dry_run", "retention", bool, False),
-    )
-
-    schedule_raw = _optional(data, "schedule", "config", dict, {})
-    _reject_unknown(schedule_raw, {"daily"}, "schedule")
-    daily_raw = _optional(schedule_raw, "daily", "schedule", dict, {})
-    _reject_unknown(daily_raw, {"full", "schema", "data", "deadline_minutes"}, "schedule.daily")
-    daily = DailyScheduleConfig(
-        **{
-            kind: _check_cron(_optional(daily_raw, kind, "schedule.daily", str, default), f"schedule.daily.{kind}")
-            for kind, default in (("full", "0 6 * * *"), ("schema", "0 12 * * *"), ("data", "0 18 * * *"))
-        },
-        deadline_minutes=float(_optional(daily_raw, "deadline_minutes", "schedule.daily", (int, float), 90)),
-    )
-    if daily.deadline_minutes <= 0:
-        raise ConfigError(f"schedule.daily.deadline_minutes: expected more than 0, got {daily.deadline_minutes}")
-
-    slack_raw = _optional(data, "slack", "config", dict, {})
-    _reject_unknown(slack_raw, {"conn_id"}, "slack")
-    slack_conn_id = _optional(slack_raw, "conn_id", "slack", str, None)
-    if slack_conn_id is not None:
-        _check_conn_id(slack_conn_id, "slack.conn_id")
-
-    staging_dir = _optional(data, "staging_dir", "config", str, "/tmp/pgbackup-staging")
-    if not os.path.isabs(staging_dir):
-        raise ConfigError(f"staging_dir: expected an absolute path, got {staging_dir!r}")
-
-    return PgBackupConfig(
-        source_file=source,
-        targets=targets,
-        destinations=destinations,
-        compression=compression,
-        encryption=encryption,
-        retention=retention,
-        daily=daily,
-        slack_conn_id=slack_conn_id,
-        staging_dir=staging_dir,
-        owner=_optional(data, "owner", "config", str, "data-platform"),
-        retries=_non_negative(_optional(data, "retries", "config", int, 2), "retries"),
-        queue=_optional(data, "queue", "config", str, "default"),
-        retry_delay_seconds=_non_negative(
-            _optional(data, "retry_delay_seconds", "config", int, 60), "retry_delay_seconds"
-        ),
-    )
+    try:
+        return PgBackupConfig.model_validate(data, context={"source_file": source})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data, "", source)) from None
 
 
-def _non_negative(value: int, key: str) -> int:
-    if value < 0:
-        raise ConfigError(f"{key}: expected 0 or more, got {value}")
-    return value
+def _describe(exc: ValidationError, data: Any, where: str, source: str = "") -> str:
+    """One line per mistake: ``<source>: <dotted.key>: <what is expected>``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        key = _dotted_key(where, error["loc"], data, (error.get("ctx") or {}).get("key", ""))
+        line = f"{key}: {_expectation(error)}"
+        lines.append(f"{source}: {line}" if source else line)
+    return "\n".join(dict.fromkeys(lines))
 
 
-def _unique(names: list[str], where: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ConfigError(f"{where}: the name {name!r} is used twice")
-        seen.add(name)
+def _dotted_key(where: str, loc: tuple[int | str, ...], data: Any, sub_key: str) -> str:
+    """``('targets', 0, 'profile')`` -> ``targets.projectx.profile`` (the item's name when it has a valid one)."""
+    key = where
+    node = data
+    for segment in loc:
+        if isinstance(segment, int):
+            item = node[segment] if isinstance(node, list | tuple) and segment < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            key += f".{name}" if isinstance(name, str) and _NAME_RE.match(name) else f"[{segment}]"
+            node = item
+        else:
+            key = f"{key}.{segment}" if key else str(segment)
+            node = node.get(segment) if isinstance(node, dict) else None
+    if sub_key:
+        key = f"{key}.{sub_key}" if key else sub_key
+    return key or "top level"
 
 
-def _str_list(data: dict[str, Any], key: str, where: str, default: list[str] | None = None) -> list[str]:
-    value = _optional(data, key, where, list, default) if default is not None else _require(data, key, where, list)
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise ConfigError(f"{where}.{key}: expected a list of non-empty strings, got {value!r}")
-    return list(value)
+_EXPECTED = {
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "dict_type": "a mapping",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "tuple_type": "a list",
+    "list_type": "a list",
+}
 
 
-def _parse_target(raw: Any, index: int) -> TargetConfig:
-    where = f"targets[{index}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with name, postgres_conn_id, validation")
-    name = _check_name(_require(raw, "name", where, str), f"{where}.name")
-    where = f"targets.{name}"
-    _reject_unknown(
-        raw,
-        {
-            "name",
-            "postgres_conn_id",
-            "profile",
-            "database",
-            "dump_format",
-            "data_path",
-            "validation",
-            "exclude_schemas",
-        },
-        where,
-    )
-    validation_raw = _require(raw, "validation", where, dict)
-    vwhere = f"{where}.validation"
-    _reject_unknown(
-        validation_raw,
-        {"scratch_conn_id", "allow_source_server", "queries", "restore_jobs", "scratch_template"},
-        vwhere,
-    )
-    validation = ValidationConfig(
-        scratch_conn_id=_check_conn_id(
-            _require(validation_raw, "scratch_conn_id", vwhere, str), f"{vwhere}.scratch_conn_id"
-        ),
-        allow_source_server=_optional(validation_raw, "allow_source_server", vwhere, bool, False),
-        queries=tuple(_str_list(validation_raw, "queries", vwhere, list(SEED_VALIDATION_QUERIES))),
-        restore_jobs=_optional(validation_raw, "restore_jobs", vwhere, int, 2),
-        scratch_template=_optional(validation_raw, "scratch_template", vwhere, str, None),
-    )
-    return TargetConfig(
-        name=name,
-        postgres_conn_id=_check_conn_id(_require(raw, "postgres_conn_id", where, str), f"{where}.postgres_conn_id"),
-        validation=validation,
-        profile=_optional(raw, "profile", where, str, "plain"),
-        database=_optional(raw, "database", where, str, None),
-        dump_format=_optional(raw, "dump_format", where, str, "custom"),
-        data_path=_optional(raw, "data_path", where, str, "staged"),
-        exclude_schemas=tuple(_str_list(raw, "exclude_schemas", where, [])),
-    )
-
-
-def _parse_destination(raw: Any, index: int) -> DestinationConfig:
-    where = f"destinations[{index}]"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with name, type and path or bucket")
-    name = _check_name(_require(raw, "name", where, str), f"{where}.name")
-    where = f"destinations.{name}"
-    dtype = _require(raw, "type", where, str)
-    common = {"name", "type", "primary", "kinds"}
-    if dtype == "local":
-        _reject_unknown(raw, common | {"path"}, where)
-        path = _require(raw, "path", where, str)
-        if not os.path.isabs(path):
-            raise ConfigError(f"{where}.path: expected an absolute directory like /backups, got {path!r}")
-        url = "file://" + path
-        conn_id = None
-    elif dtype in ("s3", "gcs", "supabase_storage"):
-        _reject_unknown(raw, common | {"conn_id", "bucket", "prefix"}, where)
-        bucket = _require(raw, "bucket", where, str)
-        if not re.match(r"^[a-z0-9][a-z0-9.\-_]{1,221}[a-z0-9]$", bucket):
-            raise ConfigError(f"{where}.bucket: {bucket!r} is not a valid bucket name")
-        prefix = _optional(raw, "prefix", where, str, "").strip("/")
-        scheme = "gs" if dtype == "gcs" else "s3"
-        url = f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}"
-        conn_id = _check_conn_id(_require(raw, "conn_id", where, str), f"{where}.conn_id")
-    else:
-        raise ConfigError(f"{where}.type: {dtype!r} is not one of {', '.join(DESTINATION_TYPES)}")
-    default_kinds = ["schema"] if dtype == "supabase_storage" else list(DUMP_KINDS)
-    return DestinationConfig(
-        name=name,
-        type=dtype,
-        url=url,
-        conn_id=conn_id,
-        primary=_optional(raw, "primary", where, bool, False),
-        kinds=tuple(_str_list(raw, "kinds", where, default_kinds)),
-    )
+def _expectation(error: Any) -> str:
+    kind = error["type"]
+    if kind == "pgbackup":
+        return str(error["ctx"]["message"])
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "string_too_short":
+        return "expected a non-empty string"
+    got = repr(error.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {got}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    return f"{error['msg']}, got {got}"
