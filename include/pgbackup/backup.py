@@ -234,20 +234,30 @@ def upload_artifact(manifest: Manifest, artifact: Path, storage: Storage, destin
 
 
 def publish(manifest: Manifest, uploaded: UploadResult, storage: Storage, destination: str) -> Manifest:
-    if uploaded.sha256 != manifest.sha256 or uploaded.size != manifest.size:
-        storage.delete(manifest.object_key)
-        raise IntegrityError(
-            f"{storage.url}/{manifest.object_key}: uploaded sha256 {uploaded.sha256} ({uploaded.size} bytes) "
-            f"differs from the manifest's {manifest.sha256} ({manifest.size} bytes); the object was removed"
-        )
-    published = Manifest.from_dict(manifest.to_dict())
-    published.destination = {
-        "name": destination,
-        "url": storage.url,
-        "verified_by": uploaded.verified_by,
-        "uploaded_at": iso(utcnow()),
-    }
-    storage.put_bytes(manifest_key(manifest.object_key), published.to_json())
+    """Write the manifest next to the object this run uploaded. On any failure (KeyboardInterrupt
+    included) this run's own object, and its own manifest if it landed, are removed."""
+    try:
+        if uploaded.sha256 != manifest.sha256 or uploaded.size != manifest.size:
+            raise IntegrityError(
+                f"{storage.url}/{manifest.object_key}: uploaded sha256 {uploaded.sha256} ({uploaded.size} bytes) "
+                f"differs from the manifest's {manifest.sha256} ({manifest.size} bytes); the object was removed"
+            )
+        published = Manifest.from_dict(manifest.to_dict())
+        published.destination = {
+            "name": destination,
+            "url": storage.url,
+            "verified_by": uploaded.verified_by,
+            "uploaded_at": iso(utcnow()),
+        }
+        body = published.to_json()
+        try:
+            storage.put_bytes(manifest_key(manifest.object_key), body)
+        except BaseException:
+            _remove_own_manifest(storage, manifest_key(manifest.object_key), body)
+            raise
+    except BaseException:
+        _remove_own_object(storage, uploaded)
+        raise
     log.info("published %s to %s (%s)", manifest.object_key, storage.url, uploaded.verified_by)
     return published
 
@@ -273,49 +283,71 @@ def stream_backup(request: BackupRequest, primary: Storage, destination: str) ->
     started_at = utcnow()
     manifest = new_manifest(request, started_at)
     compression = request.compression
-    with recipient_keyring(request) as (keyring, recipients), _snapshot(request) as session:
-        assert session.info is not None
-        dump = _dump_stage(request, checked.server_major, session.info.snapshot)
-        stages: list[Stage] = [
-            dump,
-            CompressStage(compression.algorithm, compression.level, compression.threads),
-            EncryptStage(keyring, tuple(r.fingerprint for r in recipients)),
-        ]
-        session.start_counting()
-        try:
-            # The upload hashes what it sends; a second sha256 here would cost a core-second per GB.
-            uploaded, result = run_chain(
-                stages, lambda stream: _upload_stream(primary, manifest.object_key, stream), hash_output=False
-            )
-        except BaseException:
-            _remove_partial(primary, manifest.object_key)
-            raise
-        session.finish_counting()
-        _record_source(manifest, request, session, dump)
-    _record_stream_stages(manifest, result)
-    if uploaded.size != result.output_bytes:
-        _remove_partial(primary, manifest.object_key)
-        raise IntegrityError(
-            f"{primary.url}/{manifest.object_key}: the pipeline produced {result.output_bytes} bytes but "
-            f"{uploaded.size} were stored; the object was removed"
-        )
-    manifest.artifact.update(sha256=uploaded.sha256, size=uploaded.size)
-    manifest.artifact["compression"] = {"algorithm": compression.algorithm, "level": compression.level}
-    manifest.artifact["encryption"] = {"tool": "gpg", "recipients": [r.as_dict() for r in recipients]}
-    return publish(manifest, uploaded, primary, destination)
+    # What this run stored, once put_stream returns: every later failure removes exactly that.
+    # A failed put_stream leaves nothing itself (aborted multipart / cancelled session / temp file),
+    # and when it failed because the key was taken, the object there is another run's: never touched.
+    stored: list[UploadResult] = []
 
+    def upload(stream: HashingReader) -> UploadResult:
+        stored.append(primary.put_stream(manifest.object_key, stream))  # type: ignore[arg-type]
+        return stored[0]
 
-def _upload_stream(storage: Storage, key: str, stream: HashingReader) -> UploadResult:
-    return storage.put_stream(key, stream)  # type: ignore[arg-type]
-
-
-def _remove_partial(storage: Storage, key: str) -> None:
     try:
-        storage.delete(key)
-    except StorageError:
-        log.warning(
-            "could not remove the partial object %s/%s; it has no manifest, so it is never used", storage.url, key
-        )
+        with recipient_keyring(request) as (keyring, recipients), _snapshot(request) as session:
+            assert session.info is not None
+            dump = _dump_stage(request, checked.server_major, session.info.snapshot)
+            stages: list[Stage] = [
+                dump,
+                CompressStage(compression.algorithm, compression.level, compression.threads),
+                EncryptStage(keyring, tuple(r.fingerprint for r in recipients)),
+            ]
+            session.start_counting()
+            # The upload hashes what it sends; a second sha256 here would cost a core-second per GB.
+            uploaded, result = run_chain(stages, upload, hash_output=False)
+            session.finish_counting()
+            _record_source(manifest, request, session, dump)
+        _record_stream_stages(manifest, result)
+        if uploaded.size != result.output_bytes:
+            raise IntegrityError(
+                f"{primary.url}/{manifest.object_key}: the pipeline produced {result.output_bytes} bytes but "
+                f"{uploaded.size} were stored; the object was removed"
+            )
+        manifest.artifact.update(sha256=uploaded.sha256, size=uploaded.size)
+        manifest.artifact["compression"] = {"algorithm": compression.algorithm, "level": compression.level}
+        manifest.artifact["encryption"] = {"tool": "gpg", "recipients": [r.as_dict() for r in recipients]}
+    except BaseException:
+        if stored:
+            _remove_own_object(primary, stored[0])
+        raise
+    return publish(manifest, uploaded, primary, destination)  # removes our object itself when it fails
+
+
+def _remove_own_object(storage: Storage, uploaded: UploadResult) -> None:
+    """Remove the object version this run wrote, never another run's (see Storage.delete_version)."""
+    try:
+        if storage.delete_version(uploaded.key, uploaded.version):
+            log.info("removed this run's object %s/%s after the failure", storage.url, uploaded.key)
+            return
+        reason = "it cannot be proved to be this run's object"
+    except (StorageError, OSError) as exc:
+        reason = str(exc)
+    log.warning(
+        "left the object %s/%s in place (%s); it has no manifest, so it is never used",
+        storage.url,
+        uploaded.key,
+        reason,
+    )
+
+
+def _remove_own_manifest(storage: Storage, key: str, body: bytes) -> None:
+    """After a manifest write failed: if what is stored is byte for byte ours (the write landed
+    but its answer was lost), remove it, so no manifest points at the object we remove next."""
+    try:
+        found = storage.get_bytes_versioned(key)
+        if found is not None and found[0] == body:
+            storage.delete_version(key, found[1])
+    except (StorageError, OSError) as exc:
+        log.warning("could not check for a half-published manifest %s/%s: %s", storage.url, key, exc)
 
 
 def _record_stream_stages(manifest: Manifest, result: ChainResult) -> None:

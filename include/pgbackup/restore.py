@@ -398,13 +398,16 @@ def record_verification(manifest: Manifest, verification: dict[str, Any], storag
     manifest.verification = verification
     for storage in storages:
         key = manifest_key(manifest.object_key)
-        try:
-            raw = storage.get_bytes(key)
-            if raw is None:
-                continue  # that destination has no complete copy
-            stored = Manifest.from_json(raw, f"{storage.url}/{key}")
+
+        def with_verification(raw: bytes, where: str = f"{storage.url}/{key}") -> bytes:
+            stored = Manifest.from_json(raw, where)
             stored.verification = verification
-            storage.put_bytes(key, stored.to_json())
+            return stored.to_json()
+
+        try:
+            # Uploads never overwrite; this deliberate rewrite replaces only the version it read
+            # (a missing manifest means that destination has no complete copy: nothing is written).
+            storage.update_bytes(key, with_verification)
         except StorageError as exc:
             log.warning("could not record the verification at %s: %s", storage.url, exc)
     return manifest
