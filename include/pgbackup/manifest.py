@@ -260,17 +260,21 @@ class Manifest:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_json(cls, raw: bytes, where: str) -> Manifest:
-        """Parse a manifest read from storage; IntegrityError names ``where`` and every reason."""
+    def parse(cls, raw: bytes) -> Manifest:
+        """Parse a manifest read from storage; ValueError says why it is not one."""
         try:
             parsed = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, absurd nesting
-            raise IntegrityError(f"{where}: unreadable manifest (not valid JSON: {exc})") from exc
+            raise ValueError(f"not valid JSON: {exc}") from None
+        return cls.from_dict(check_stored(parsed))
+
+    @classmethod
+    def from_json(cls, raw: bytes, where: str) -> Manifest:
+        """``parse``, raising IntegrityError naming ``where`` and the reason."""
         try:
-            data = check_stored(parsed)
+            return cls.parse(raw)
         except ValueError as exc:
             raise IntegrityError(f"{where}: unreadable manifest ({exc})") from exc
-        return cls.from_dict(data)
 
     def summary(self) -> dict[str, Any]:
         """What goes into an Asset event or a Slack message: small, and no secrets."""

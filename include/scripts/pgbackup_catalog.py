@@ -6,7 +6,8 @@
 
 S3 credentials come from the usual AWS environment (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...);
 ``--endpoint-url`` targets S3-compatible services. Exit status 0 means every listed or
-checked backup is complete and intact.
+checked backup is complete and intact; ``list`` exits 1 when a manifest is unreadable or
+a backup's date is suspect (each printed with its reason).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def list_backups(args: argparse.Namespace) -> int:
               f"{manifest.verification.get('restore_seconds') or '':>9} {manifest.size:>14,}  {manifest.object_key}")
     for info in catalog.incomplete:
         print(f"{'':<21} {'?':<7} {'INCOMPLETE':<9} {'':>9} {info.size:>14,}  {info.key} (no manifest)")
-    for key in catalog.unreadable:
-        print(f"UNREADABLE manifest: {key}")
-    return 1 if catalog.unreadable else 0
+    for suspect in catalog.suspect:
+        print(f"SUSPECT  {suspect.key}: {suspect.reason} (kept, not counted)")
+    for key, reason in catalog.unreadable:
+        print(f"UNREADABLE manifest {key}: {reason} (its object is kept)")
+    return 1 if catalog.unreadable or catalog.suspect else 0
 
 
 def verify_backups(args: argparse.Namespace) -> int:

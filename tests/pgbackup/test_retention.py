@@ -1,29 +1,47 @@
-"""Retention decides from manifests only, and never deletes the newest verified backups."""
+"""Retention decides from manifests only, never deletes the newest verified backups, and
+never trusts a date the storage contradicts. Run over a local directory and S3 on moto's
+server, whose object timestamps come from the service itself."""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from devtools.services import MotoServer
+from pgbackup.catalog import Catalog, read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import StorageError
-from pgbackup.manifest import Manifest, iso, manifest_key, object_key
-from pgbackup.retention import prune
+from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key
+from pgbackup.retention import plan_prune, prune
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 
 NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
 POLICY = RetentionConfig(daily_days=30, min_keep=2)
+TEN_YEARS = timedelta(days=3650)
 
 
-def put_backup(storage: Storage, days_ago: int, *, verified: bool, kind: str = "full", now: datetime = NOW) -> str:
+def put_backup(
+    storage: Storage,
+    days_ago: float,
+    *,
+    verified: bool,
+    kind: str = "full",
+    now: datetime = NOW,
+    uploaded_after: timedelta | None = None,
+) -> str:
     created = now - timedelta(days=days_ago)
-    key = object_key("projectx", kind, "daily", created, "dump.zst.gpg")
+    suffix = name_suffix()
+    key = object_key("projectx", kind, "daily", created, "dump.zst.gpg", suffix=suffix)
     storage.put_bytes(key, b"payload")
     manifest = Manifest(
-        backup_id=f"b{days_ago}",
+        backup_id=backup_id("projectx", kind, created, suffix=suffix),
         target="projectx",
         kind=kind,
         tier="daily",
@@ -32,14 +50,28 @@ def put_backup(storage: Storage, days_ago: int, *, verified: bool, kind: str = "
         artifact={"sha256": "0" * 64, "size": 7},
         verification={"status": "passed" if verified else "failed"},
     )
+    if uploaded_after is not None:
+        manifest.destination = {"name": "primary", "uploaded_at": iso(created + uploaded_after)}
     storage.put_bytes(manifest_key(key), manifest.to_json())
     return key
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Storage:
-    (tmp_path / "store").mkdir()
-    return open_storage(f"file://{tmp_path}/store")
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        (tmp_path / "store").mkdir()
+        return open_storage(f"file://{tmp_path}/store")
+    moto: MotoServer = request.getfixturevalue("moto")
+    bucket = f"t-{uuid.uuid4().hex[:16]}"
+    moto.create_bucket(bucket)
+    return open_storage(f"s3://{bucket}/pgbackup", endpoint_url=moto.endpoint_url, force_path_style=True,
+                        **moto.credentials)
 
 
 def keys(storage: Storage) -> set[str]:
@@ -86,7 +118,7 @@ def test_incomplete_objects_go_only_when_old_and_a_verified_backup_exists(storag
     partial = "projectx/daily/2026-01-01/backup_20260101_060000.dump.zst.gpg"
     storage.put_bytes(partial, b"partial")
     assert prune(storage, "projectx", POLICY, now=later).delete == []  # no verified backup yet
-    put_backup(storage, 1, verified=True, now=later)
+    put_backup(storage, 1, verified=True, now=datetime.now(UTC))
     assert prune(storage, "projectx", POLICY, now=later - timedelta(days=2, hours=12)).delete == []  # too recent
     plan = prune(storage, "projectx", POLICY, now=later)
     assert [d.key for d in plan.delete] == [partial]
@@ -102,7 +134,106 @@ def test_dry_run_deletes_nothing(storage: Storage) -> None:
     assert old in keys(storage)
 
 
+@pytest.mark.integration
 def test_a_failed_listing_deletes_nothing(tmp_path: Path) -> None:
     missing = open_storage(f"file://{tmp_path}/not-mounted")
     with pytest.raises(StorageError):
         prune(missing, "projectx", POLICY, now=NOW)
+
+
+# -- dates that cannot be trusted (issue 7 item 2) ---------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.fault("a verified manifest dated ten years ahead; the real newest verified backup is 45 days old "
+                   "(min_keep 1, daily window 30 days)",
+                   "the 45-day-old backup is kept; the future one is reported suspect and kept")
+def test_a_manifest_dated_in_the_future_never_makes_the_real_newest_deletable(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime.now(UTC)
+    real_newest = put_backup(storage, 45, verified=True, now=now)
+    future = put_backup(storage, -TEN_YEARS.days, verified=True, now=now)
+    policy = RetentionConfig(daily_days=30, min_keep=1)
+    with caplog.at_level(logging.WARNING, logger="pgbackup"):
+        plan = prune(storage, "projectx", policy, now=now)
+    assert plan.delete == []
+    assert {real_newest, future} <= keys(storage)
+    assert [d.key for d in plan.suspect] == [future]
+    assert "in the future" in plan.suspect[0].reason
+    assert f"{future} is suspect" in caplog.text
+    assert plan.as_dict()["suspect"] == [{"key": future, "reason": plan.suspect[0].reason}]
+    # Nor does it stand in for the newest backup anywhere else.
+    catalog = read_catalog(storage, "projectx", now=now)
+    assert catalog.latest_verified("full") is not None
+    assert catalog.latest_verified("full").object_key == real_newest  # type: ignore[union-attr]
+    assert [s.key for s in catalog.suspect] == [future]
+
+
+@pytest.mark.integration
+@pytest.mark.fault("a verified manifest claims to be newer than its own object (by the storage's timestamp)",
+                   "reported suspect and kept; it never lets an older backup be deleted")
+def test_a_manifest_newer_than_its_stored_object_is_suspect(storage: Storage) -> None:
+    written = datetime.now(UTC)  # the object's timestamp comes from the service as it stores it
+    real_newest = put_backup(storage, 45, verified=True, now=written)
+    claims_newer = put_backup(storage, -2 / 24, verified=True, now=written)  # created_at 2 h after its object
+    later = written + timedelta(hours=3)  # by then its date is no longer in the future
+    plan = prune(storage, "projectx", RetentionConfig(daily_days=30, min_keep=1), now=later)
+    assert plan.delete == []
+    assert {real_newest, claims_newer} <= keys(storage)
+    assert [d.key for d in plan.suspect] == [claims_newer]
+    assert "after the storage's timestamp of its object" in plan.suspect[0].reason
+    stored = {info.key: info for info in storage.list("projectx/")}[claims_newer]
+    assert stored.updated is not None and abs(stored.updated - written) < timedelta(minutes=1)
+
+
+@pytest.mark.integration
+@pytest.mark.fault("a manifest's created_at is after its own destination.uploaded_at",
+                   "reported suspect and kept; not counted")
+def test_a_manifest_created_after_its_own_upload_is_suspect(storage: Storage) -> None:
+    now = datetime.now(UTC)
+    real_newest = put_backup(storage, 45, verified=True, now=now)
+    odd = put_backup(storage, 1 / 24, verified=True, now=now, uploaded_after=-timedelta(hours=2))
+    plan = prune(storage, "projectx", RetentionConfig(daily_days=30, min_keep=1), now=now)
+    assert plan.delete == []
+    assert [d.key for d in plan.suspect] == [odd]
+    assert "after its own destination.uploaded_at" in plan.suspect[0].reason
+    assert real_newest in keys(storage)
+
+
+@pytest.mark.integration
+def test_slow_uploads_late_copies_and_small_clock_skew_are_not_suspect(storage: Storage) -> None:
+    now = datetime.now(UTC)
+    slow = put_backup(storage, 5 / 24, verified=True, now=now, uploaded_after=timedelta(hours=5))  # 5 h dump+upload
+    copied = put_backup(storage, 3, verified=True, now=now, uploaded_after=timedelta(days=3))  # a secondary, later
+    skewed = put_backup(storage, -5 / (24 * 60), verified=True, now=now)  # the worker's clock 5 min ahead
+    catalog = read_catalog(storage, "projectx", now=now)
+    assert catalog.suspect == []
+    assert {m.object_key for m in catalog.backups} == {slow, copied, skewed}
+    # The tolerance is a parameter: at one minute, the skewed clock is no longer excused.
+    strict = read_catalog(storage, "projectx", now=now, clock_skew=timedelta(minutes=1))
+    assert [s.key for s in strict.suspect] == [skewed]
+
+
+@pytest.mark.integration
+def test_a_suspect_backup_is_not_one_of_the_newest_min_keep(storage: Storage) -> None:
+    now = datetime.now(UTC)
+    kept = [put_backup(storage, days, verified=True, now=now) for days in (40, 50)]
+    very_old = put_backup(storage, 60, verified=True, now=now)
+    future = put_backup(storage, -TEN_YEARS.days, verified=True, now=now)
+    plan = prune(storage, "projectx", POLICY, now=now)  # min_keep 2
+    assert [d.key for d in plan.delete] == [very_old]
+    assert set(kept) | {future} <= keys(storage)
+
+
+def test_a_plan_judges_dates_by_its_own_clock_too() -> None:
+    """plan_prune on a catalog read earlier (or elsewhere) still refuses a future date."""
+
+    def manifest(created: datetime, name: str) -> Any:
+        return Manifest(backup_id=name, target="projectx", kind="full", tier="daily", object_key=name,
+                        created_at=iso(created), artifact={"sha256": "0" * 64, "size": 1},
+                        verification={"status": "passed"})
+
+    old, ahead = manifest(NOW - timedelta(days=45), "old"), manifest(NOW + timedelta(days=1), "ahead")
+    plan = plan_prune(Catalog(backups=[old, ahead]), RetentionConfig(daily_days=30, min_keep=1), NOW)
+    assert plan.delete == [] and [d.key for d in plan.suspect] == ["ahead"]

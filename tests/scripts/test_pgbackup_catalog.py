@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pgbackup.manifest import Manifest, manifest_key
 
 SCRIPT = Path(__file__).resolve().parents[2] / "include" / "scripts" / "pgbackup_catalog.py"
@@ -46,3 +48,28 @@ def test_list_and_verify_without_airflow(tmp_path: Path) -> None:
     corrupt = run_script("verify", f"file://{root}", "projectx", tmp_path=tmp_path)
     assert corrupt.returncode == 1
     assert "CORRUPT  projectx-full-1" in corrupt.stdout
+
+
+@pytest.mark.fault("malformed manifest seen by the catalog script (JSON [] beside an object; a date ten years ahead)",
+                   "listed with its reason, exit status 1; every other backup still listed")
+def test_list_reports_unreadable_and_suspect_manifests_with_reasons(tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    good = "projectx/daily/2026-11-27/backup_20261127_060000_000001_aaaa0001.dump.zst.gpg"
+    bad = "projectx/daily/2026-11-27/backup_20261127_070000_000002_aaaa0002.dump.zst.gpg"
+    future = "projectx/daily/2036-11-27/backup_20361127_060000_000003_aaaa0003.dump.zst.gpg"
+    for key, created in ((good, "2026-11-27T06:00:00Z"), (future, "2036-11-27T06:00:00Z")):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(b"x")
+        manifest = Manifest(backup_id=key, target="projectx", kind="full", tier="daily", object_key=key,
+                            created_at=created, artifact={"sha256": "0" * 64, "size": 1},
+                            verification={"status": "passed"})
+        (root / manifest_key(key)).write_bytes(manifest.to_json())
+    (root / bad).write_bytes(b"x")
+    (root / manifest_key(bad)).write_bytes(b"[]")
+
+    listed = run_script("list", f"file://{root}", "projectx", tmp_path=tmp_path)
+    assert listed.returncode == 1, listed.stderr
+    assert good in listed.stdout
+    assert f"UNREADABLE manifest {manifest_key(bad)}: expected a JSON object, got []" in listed.stdout
+    assert f"SUSPECT  {future}: created_at 2036-11-27T06:00:00Z is" in listed.stdout
+    assert "Traceback" not in listed.stderr
