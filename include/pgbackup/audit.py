@@ -16,7 +16,6 @@ and ``AuditResult.raise_for_findings`` fails naming every bad object.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -25,7 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pgbackup.errors import IntegrityError, PgBackupError, StorageError
-from pgbackup.manifest import MANIFEST_SUFFIX, Manifest, iso, parse_iso, utcnow
+from pgbackup.manifest import MANIFEST_SUFFIX, Manifest, iso, utcnow
+from pgbackup.records import read_records, store_record
 from pgbackup.storage.base import READ_CHUNK, MiB, ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
@@ -402,51 +402,11 @@ def run_audit(
 # -- the stored record -------------------------------------------------------------------
 
 
-def record_key(started_at: str) -> str:
-    return f"{AUDIT_PREFIX}{parse_iso(started_at):%Y-%m-%d_%H%M%S}.json"
-
-
 def record_audit(result: AuditResult, storages: Iterable[tuple[str, Storage]]) -> dict[str, str]:
-    """Store the record at every reachable destination, never over an existing one.
-
-    Returns {destination: key}. Raises StorageError only when it could be stored nowhere.
-    """
-    body = json.dumps(result.to_dict(), indent=2, sort_keys=True).encode()
-    base = record_key(result.started_at).removesuffix(".json")
-    stored: dict[str, str] = {}
-    failures: list[str] = []
-    for name, storage in storages:
-        try:
-            key, attempt = f"{base}.json", 1
-            while storage.stat(key) is not None:  # create-only: a second audit in the same second gets _2
-                attempt += 1
-                key = f"{base}_{attempt}.json"
-            storage.put_bytes(key, body)
-            stored[name] = key
-        except StorageError as exc:
-            log.warning("could not store the audit record at %s: %s", name, exc)
-            failures.append(f"{name}: {exc}")
-    if not stored:
-        raise StorageError(f"the audit record could not be stored anywhere: {'; '.join(failures)}")
-    return stored
+    """Store the record at ``audit/YYYY-MM-DD_HHMMSS.json`` in every reachable storage (create-only)."""
+    return store_record(AUDIT_PREFIX, result.to_dict(), storages)
 
 
 def read_audits(storage: Storage, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Stored audit records, oldest first (optionally only those started at or after ``since``)."""
-    records: list[dict[str, Any]] = []
-    for info in sorted(storage.list(AUDIT_PREFIX), key=lambda i: i.key):
-        if not info.key.endswith(".json"):
-            continue
-        raw = storage.get_bytes(info.key)
-        if raw is None:
-            continue
-        try:
-            record = json.loads(raw)
-            started = parse_iso(record["started_at"])
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("%s/%s: unreadable audit record (%s); skipped", storage.url, info.key, exc)
-            continue
-        if since is None or started >= since:
-            record["key"] = info.key
-            records.append(record)
-    return sorted(records, key=lambda r: (r["started_at"], r["key"]))
+    """Stored audit records, oldest first."""
+    return read_records(storage, AUDIT_PREFIX, since)
