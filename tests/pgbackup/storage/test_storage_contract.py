@@ -29,7 +29,9 @@ pytestmark = pytest.mark.integration
 PREFIX = "pfx/sub"  # every storage under test has a URL prefix, to exercise key joining
 S3_TEST_PART_SIZE = 5 * 1024 * 1024  # S3's minimum part size
 GCS_TEST_CHUNK_SIZE = 256 * 1024  # GCS's resumable chunk granularity
-BACKENDS = ["local", "s3", "gcs", "supabase"]
+# "+proxy": the same service behind devtools.fault_proxy in pass-through mode, so the fault
+# suite's proxy is proved transparent before it injects anything.
+BACKENDS = ["local", "s3", "gcs", "supabase", "s3+proxy", "gcs+proxy"]
 
 # Where a test stand-in (or the service itself) does not enforce a write/delete precondition,
 # the backend's own check before writing is the only guard, and the tests that prove the
@@ -86,14 +88,19 @@ def local_backend(tmp_path: Path) -> Backend:
     )
 
 
-def s3_backend(moto: MotoServer, *, supabase: bool) -> Backend:
+def s3_backend(moto: MotoServer, *, supabase: bool, endpoint: str | None = None) -> Backend:
     bucket = _bucket_name()
     moto.create_bucket(bucket)
     raw = moto.client()
     flavor = {"flavor": "supabase_storage"} if supabase else {"force_path_style": True}
 
     def open_(bucket_name: str = bucket, **opts: Any) -> Storage:
-        options = {"endpoint_url": moto.endpoint_url, **moto.credentials, "part_size": S3_TEST_PART_SIZE, **flavor}
+        options = {
+            "endpoint_url": endpoint or moto.endpoint_url,
+            **moto.credentials,
+            "part_size": S3_TEST_PART_SIZE,
+            **flavor,
+        }
         options.update(opts)
         return open_storage(f"s3://{bucket_name}/{PREFIX}", **options)
 
@@ -114,13 +121,13 @@ def s3_backend(moto: MotoServer, *, supabase: bool) -> Backend:
     )
 
 
-def gcs_backend(emulator: GcsEmulator) -> Backend:
+def gcs_backend(emulator: GcsEmulator, endpoint: str | None = None) -> Backend:
     bucket = _bucket_name()
     emulator.create_bucket(bucket)
     raw = emulator.client()
 
     def open_(bucket_name: str = bucket, **opts: Any) -> Storage:
-        options = {"endpoint": emulator.endpoint, "chunk_size": GCS_TEST_CHUNK_SIZE, **opts}
+        options = {"endpoint": endpoint or emulator.endpoint, "chunk_size": GCS_TEST_CHUNK_SIZE, **opts}
         return open_storage(f"gs://{bucket_name}/{PREFIX}", **options)
 
     return Backend(
@@ -144,6 +151,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return local_backend(tmp_path)
     if name in ("s3", "supabase"):
         return s3_backend(request.getfixturevalue("moto_server"), supabase=name == "supabase")
+    if name == "s3+proxy":
+        proxy = request.getfixturevalue("moto_proxy")
+        return s3_backend(request.getfixturevalue("moto_server"), supabase=False, endpoint=proxy.url)
+    if name == "gcs+proxy":
+        return gcs_backend(request.getfixturevalue("gcs_emulator"), endpoint=request.getfixturevalue("gcs_proxy").url)
     return gcs_backend(request.getfixturevalue("gcs_emulator"))
 
 
