@@ -40,11 +40,15 @@ def build_daily_dag(config_path: str | None = None, dag_id: str = DAILY_DAG_ID) 
         "retry_delay": timedelta(seconds=config.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "queue": config.queue,
+        # Bounds every task, even one stuck where no engine timeout reaches (timeouts.task_minutes).
+        "execution_timeout": timedelta(minutes=config.timeouts.task_minutes),
     }
     dag_kwargs: dict[str, object] = {}
     if config.slack_conn_id:
-        default_args["on_failure_callback"] = task_failure_notifier(config.slack_conn_id)
-        dag_kwargs["deadline"] = late_run_deadline(config.slack_conn_id, config.daily.deadline_minutes, dag_id)
+        default_args["on_failure_callback"] = task_failure_notifier(config.slack_conn_id, config.timeouts)
+        dag_kwargs["deadline"] = late_run_deadline(
+            config.slack_conn_id, config.daily.deadline_minutes, dag_id, config.timeouts
+        )
     schedule = MultipleCronTriggerTimetable(*(config.daily.cron_for(kind) for kind in DUMP_KINDS), timezone="UTC")
     with DAG(
         dag_id=dag_id,

@@ -4,15 +4,23 @@ Importing the provider's notifier pulls in slack_sdk and aiohttp (about 0.45 s),
 would put every DAG file over its parse budget. ``SlackAlert`` keeps the notifier's shape
 (``template_fields``, ``notify`` / ``async_notify``) and builds the provider's notifier
 only when a message is actually sent.
+
+Every message is bounded by the config's ``timeouts.read_seconds``: Slack's client has one
+timeout, for the connect and for each read (the async client: for the whole call), and
+retries once only on a connection error, so a Slack that never answers costs a failure
+callback at most about twice that.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import AsyncCallback, BaseNotifier, DeadlineAlert, DeadlineReference
+
+from pgbackup.config import TimeoutsConfig
 
 TASK_FAILED_TEXT = (
     ":red_circle: pgbackup: task `{{ ti.task_id }}` of `{{ dag.dag_id }}` failed "
@@ -30,19 +38,23 @@ class SlackAlert(BaseNotifier):
 
     :param slack_webhook_conn_id: a Slack Incoming Webhook connection
     :param text: the message (templated)
+    :param timeout: seconds Slack may take to connect, and to answer (``None``: slack_sdk's 30)
     """
 
     template_fields: Sequence[str] = ("slack_webhook_conn_id", "text")
 
-    def __init__(self, *, slack_webhook_conn_id: str, text: str, **kwargs: Any) -> None:
+    def __init__(self, *, slack_webhook_conn_id: str, text: str, timeout: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.slack_webhook_conn_id = slack_webhook_conn_id
         self.text = text
+        self.timeout = timeout
 
     def _provider_notifier(self) -> Any:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
-        return SlackWebhookNotifier(slack_webhook_conn_id=self.slack_webhook_conn_id, text=self.text)
+        return SlackWebhookNotifier(
+            slack_webhook_conn_id=self.slack_webhook_conn_id, text=self.text, timeout=self.timeout
+        )
 
     def notify(self, context: Any) -> None:
         self._provider_notifier().notify(context)
@@ -58,18 +70,24 @@ class TaskFailureAlert:
     first failure's text for every later one in the same process.
     """
 
-    def __init__(self, slack_conn_id: str) -> None:
+    def __init__(self, slack_conn_id: str, timeout: int | None = None) -> None:
         self.slack_conn_id = slack_conn_id
+        self.timeout = timeout
 
     def __call__(self, context: Any) -> None:
-        SlackAlert(slack_webhook_conn_id=self.slack_conn_id, text=TASK_FAILED_TEXT)(context)
+        SlackAlert(slack_webhook_conn_id=self.slack_conn_id, text=TASK_FAILED_TEXT, timeout=self.timeout)(context)
 
 
-def task_failure_notifier(slack_conn_id: str) -> TaskFailureAlert:
-    return TaskFailureAlert(slack_conn_id)
+def slack_timeout(timeouts: TimeoutsConfig) -> int:
+    """Slack's client takes whole seconds."""
+    return max(1, math.ceil(timeouts.read_seconds))
 
 
-def late_run_deadline(slack_conn_id: str, minutes: float, dag_id: str) -> DeadlineAlert:
+def task_failure_notifier(slack_conn_id: str, timeouts: TimeoutsConfig) -> TaskFailureAlert:
+    return TaskFailureAlert(slack_conn_id, slack_timeout(timeouts))
+
+
+def late_run_deadline(slack_conn_id: str, minutes: float, dag_id: str, timeouts: TimeoutsConfig) -> DeadlineAlert:
     """A Deadline Alert (Airflow 3's replacement for SLAs) that posts to Slack from the triggerer."""
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
@@ -79,6 +97,7 @@ def late_run_deadline(slack_conn_id: str, minutes: float, dag_id: str) -> Deadli
             kwargs={
                 "slack_webhook_conn_id": slack_conn_id,
                 "text": DEADLINE_MISSED_TEXT.format(dag_id=dag_id, minutes=f"{minutes:g}"),
+                "timeout": slack_timeout(timeouts),
             },
         ),
     )

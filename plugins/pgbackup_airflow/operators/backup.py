@@ -21,7 +21,7 @@ class _RequestMixin(PgBackupBaseOperator):
         logical = context.get("logical_date")
         return BackupRequest(
             target=target.name,
-            source=target_conn_info(target),
+            source=target_conn_info(target, config.timeouts),
             kind=kind,
             compression=config.compression,
             encryption=config.encryption,
@@ -118,7 +118,9 @@ class UploadBackupOperator(_OneDestinationOperator):
 
     def publish(self, manifest: Manifest, destination: DestinationConfig, context: Any) -> Manifest:
         artifact = self.staged_file(context, backup.ENCRYPTED_FILE)
-        return backup.upload_artifact(manifest, artifact, open_destination(destination), destination.name)
+        return backup.upload_artifact(
+            manifest, artifact, open_destination(destination, self.config.timeouts), destination.name
+        )
 
 
 class StreamBackupOperator(_NewBackupOperator):
@@ -128,7 +130,9 @@ class StreamBackupOperator(_NewBackupOperator):
         kind = resolve_kind(self.kind, context, self.config)
         primary = self.config.primary
         self.log.info("streaming a %s backup of %s to %s", kind, self.target, primary.name)
-        manifest = backup.stream_backup(self.backup_request(kind, context), open_destination(primary), primary.name)
+        manifest = backup.stream_backup(
+            self.backup_request(kind, context), open_destination(primary, self.config.timeouts), primary.name
+        )
         return manifest.to_dict()
 
 
@@ -136,5 +140,7 @@ class ReplicateBackupOperator(_OneDestinationOperator):
     """Copy the primary's published backup to one more destination, checking sha256 end to end."""
 
     def publish(self, manifest: Manifest, destination: DestinationConfig, context: Any) -> Manifest:
-        primary = open_destination(self.config.primary)
-        return backup.replicate(manifest, primary, open_destination(destination), destination.name)
+        primary = open_destination(self.config.primary, self.config.timeouts)
+        return backup.replicate(
+            manifest, primary, open_destination(destination, self.config.timeouts), destination.name
+        )

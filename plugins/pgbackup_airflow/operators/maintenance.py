@@ -25,7 +25,7 @@ class PruneBackupsOperator(PgBackupBaseOperator):
         failures: list[str] = []
         for destination in self.config.destinations:
             try:
-                plan = prune(open_destination(destination), self.target, self.config.retention)
+                plan = prune(open_destination(destination, self.config.timeouts), self.target, self.config.retention)
             except StorageError as exc:
                 failures.append(f"{destination.name}: {exc}")
                 continue

@@ -40,7 +40,7 @@ class ValidateBackupOperator(PgBackupBaseOperator):
             raise AirflowSkipException("no backup was produced in this run, so there is nothing to validate")
         draft = self.upstream_manifest(context)
         config, target = self.config, self.target_config
-        primary = open_destination(config.primary)
+        primary = open_destination(config.primary, config.timeouts)
         raw = primary.get_bytes(manifest_key(draft.object_key))
         if raw is None:
             raise RestoreError(
@@ -52,14 +52,14 @@ class ValidateBackupOperator(PgBackupBaseOperator):
         if manifest.kind == "data":
             schema_manifest = read_catalog(primary, target.name).schema_for_data()
         settings = ValidationSettings(
-            scratch=scratch_conn_info(target),
-            source=target_conn_info(target),
+            scratch=scratch_conn_info(target, config.timeouts),
+            source=target_conn_info(target, config.timeouts),
             allow_source_server=target.validation.allow_source_server,
             queries=target.validation.queries,
             restore_jobs=target.validation.restore_jobs,
             template=target.validation.scratch_template,
         )
-        storages = [open_destination(d) for d in config.destinations_for(manifest.kind)]
+        storages = [open_destination(d, config.timeouts) for d in config.destinations_for(manifest.kind)]
         try:
             verification = validate_backup(
                 manifest, primary, settings, decryption_key(config), self.workdir(context) / "validate", schema_manifest
