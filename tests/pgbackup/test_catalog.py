@@ -11,16 +11,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
+from devtools.gpg_keys import GeneratedKey
 from devtools.services import MotoServer
 from pgbackup.catalog import UnreadableManifest, read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import IntegrityError
 from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key
+from pgbackup.pgconn import PgConnInfo
 from pgbackup.retention import prune
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
+from tests.pgbackup.conftest import make_request, take_backup
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +215,20 @@ def test_unreadable_entries_unpack_as_key_and_reason(storage: Storage) -> None:
         assert key == manifest_key(bad) and "expected a JSON object" in reason
     assert catalog.unreadable_keys == [manifest_key(bad)]
     assert catalog.untouchable() == {bad}
+
+
+@pytest.mark.parametrize("data_path", ["staged", "stream"])
+def test_a_real_backup_is_listed_as_sound(
+    storage: Storage, data_path: str, source_db: PgConnInfo, gpg_key: GeneratedKey, workdir: Path
+) -> None:
+    """What the pipeline publishes passes the schema and the date checks against the
+    service's own timestamps (S3 dates a multipart object by when its upload began)."""
+    source = source_db
+    with psycopg2.connect(host=source.host, port=source.port, user=source.user, password=source.password,
+                          dbname=source.dbname) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g")
+    published = [take_backup(data_path, make_request(source, gpg_key), storage, workdir) for _ in range(2)]
+    catalog = read_catalog(storage, TARGET)
+    assert (catalog.unreadable, catalog.suspect, catalog.incomplete) == ([], [], [])
+    assert sorted(m.object_key for m in catalog.backups) == sorted(m.object_key for m in published)
+    assert catalog.backups[0].source["row_counts"] == {"public.t": 1000}
