@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-stop test lint bench setup
+.PHONY: demo demo-stop test lint bench setup mutants
 
 setup: $(STAMP)
 
@@ -29,3 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# Break one safety promise at a time in a private copy of the tree; fails if any mutation survives.
+mutants: $(STAMP)
+	$(VENV)/bin/python -m devtools.mutants $(MUTANTS_ARGS)

@@ -1,0 +1,114 @@
+"""A staging disk that fills up during the dump, and during compression.
+
+The staging folder is a small tmpfs (a real file system that returns ENOSPC), sized from
+a measured first run so that it fills exactly in the step under test. The run must fail
+with an error naming the step and the full disk, publish and list nothing at the
+destination, and leave no partial file in the staging folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from devtools.gpg_keys import GeneratedKey
+from devtools.pg_cluster import TemporaryCluster
+from devtools.tmpfs import NOT_ROOT_REASON, can_mount, mounted_tmpfs
+from pgbackup import backup
+from pgbackup.backup import BackupRequest
+from pgbackup.catalog import read_catalog
+from pgbackup.errors import PgBackupError
+from pgbackup.pgconn import PgConnInfo
+from pgbackup.storage import open_storage
+from pgbackup.storage.base import Storage
+from tests.pgbackup.conftest import make_request, take_backup
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(not can_mount(), reason=NOT_ROOT_REASON)]
+
+RANDOM_ROWS = 30_000  # ~1 MB of random bytes: ~2 MB of dump (hex), ~1 MB compressed
+NO_SPACE = "No space left on device"
+
+
+def _load(cluster: TemporaryCluster, source: PgConnInfo) -> None:
+    cluster.execute(
+        "CREATE TABLE blobs (id int PRIMARY KEY, payload bytea); "
+        "INSERT INTO blobs SELECT g, decode(md5(random()::text) || md5(random()::text), 'hex') "
+        f"FROM generate_series(1, {RANDOM_ROWS}) g",
+        dbname=source.dbname,
+    )
+
+
+def _measure(request: BackupRequest, workdir: Path) -> tuple[int, int]:
+    """(dump bytes, compressed bytes) of this database, from a run on an ordinary disk."""
+    workdir.mkdir()
+    manifest = backup.dump_to_file(request, workdir)
+    dump_bytes = (workdir / backup.DUMP_FILE).stat().st_size
+    backup.compress_file(manifest, request.compression, workdir)
+    compressed_bytes = (workdir / backup.COMPRESSED_FILE).stat().st_size
+    shutil.rmtree(workdir)
+    return dump_bytes, compressed_bytes
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _destination(tmp_path: Path) -> Storage:
+    (tmp_path / "backups").mkdir()
+    return open_storage(f"file://{tmp_path}/backups")
+
+
+def _assert_nothing_published(storage: Storage) -> None:
+    assert list(storage.list()) == []
+    catalog = read_catalog(storage, "projectx")
+    assert catalog.backups == [] and catalog.incomplete == []
+
+
+@pytest.mark.fault(
+    "the staging disk fills up while pg_dump writes the dump",
+    "the run fails naming pg_dump and the full disk; nothing published or listed; no partial file left in staging",
+)
+def test_staging_disk_full_during_dump(
+    pg_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey, tmp_path: Path
+) -> None:
+    _load(pg_cluster, source_db)
+    request = make_request(source_db, gpg_key)
+    dump_bytes, _ = _measure(request, tmp_path / "measure")
+    storage = _destination(tmp_path)
+    with mounted_tmpfs(tmp_path / "disk", dump_bytes // 2) as disk:
+        workdir = disk / "run"
+        workdir.mkdir()
+        with pytest.raises(PgBackupError) as failure:
+            take_backup("staged", request, storage, workdir)
+        message = str(failure.value)
+        assert "pg_dump" in message and NO_SPACE in message, message
+        assert _files(disk) == [], "the partial dump must be removed"
+    _assert_nothing_published(storage)
+
+
+@pytest.mark.fault(
+    "the staging disk fills up while the dump is compressed",
+    "the run fails naming the compressor and the full disk; nothing published or listed; the partial compressed "
+    "file is removed (the finished dump stays for the step's retry)",
+)
+def test_staging_disk_full_during_compress(
+    pg_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey, tmp_path: Path
+) -> None:
+    _load(pg_cluster, source_db)
+    request = make_request(source_db, gpg_key)
+    dump_bytes, compressed_bytes = _measure(request, tmp_path / "measure")
+    storage = _destination(tmp_path)
+    # Room for the dump and half of its compressed copy.
+    with mounted_tmpfs(tmp_path / "disk", dump_bytes + compressed_bytes // 2) as disk:
+        workdir = disk / "run"
+        workdir.mkdir()
+        manifest = backup.dump_to_file(request, workdir)
+        with pytest.raises(PgBackupError) as failure:
+            backup.compress_file(manifest, request.compression, workdir)
+        message = str(failure.value)
+        assert "compress" in message and NO_SPACE in message, message
+        assert _files(disk) == [f"run/{backup.DUMP_FILE}"], "only the finished dump may stay"
+        assert (workdir / backup.DUMP_FILE).stat().st_size == dump_bytes
+    _assert_nothing_published(storage)
