@@ -37,7 +37,7 @@ def store_record(prefix: str, record: dict[str, Any], storages: Iterable[tuple[s
     failures: list[str] = []
     for name, storage in storages:
         try:
-            stored[name] = _store_new(storage, base, body)
+            stored[name] = store_new(storage, base, body)
         except StorageError as exc:
             log.warning("could not store the record %s at %s: %s", base, name, exc)
             failures.append(f"{name}: {exc}")
@@ -46,10 +46,10 @@ def store_record(prefix: str, record: dict[str, Any], storages: Iterable[tuple[s
     return stored
 
 
-def _store_new(storage: Storage, base: str, body: bytes) -> str:
+def store_new(storage: Storage, base: str, body: bytes, extension: str = ".json") -> str:
     """Put under ``base.json``, or ``base_2.json``... when taken: a record never replaces another."""
     for attempt in range(1, _MAX_ATTEMPTS + 1):
-        key = f"{base}.json" if attempt == 1 else f"{base}_{attempt}.json"
+        key = f"{base}{extension}" if attempt == 1 else f"{base}_{attempt}{extension}"
         if storage.stat(key) is not None:
             continue
         try:
@@ -57,7 +57,7 @@ def _store_new(storage: Storage, base: str, body: bytes) -> str:
         except ObjectExistsError:
             continue
         return key
-    raise StorageError(f"{storage.url}: {base}.json and {_MAX_ATTEMPTS - 1} numbered variants all exist")
+    raise StorageError(f"{storage.url}: {base}{extension} and {_MAX_ATTEMPTS - 1} numbered variants all exist")
 
 
 def read_records(storage: Storage, prefix: str, since: datetime | None = None) -> list[dict[str, Any]]:
