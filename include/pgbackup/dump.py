@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pgbackup.errors import DumpError
+from pgbackup.errors import DumpError, RestoreError
 from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
 from pgbackup.pgtools import find_program, program_version
 from pgbackup.pipeline import StageCommand
+
+if TYPE_CHECKING:
+    from psycopg2 import sql
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +51,56 @@ ORDER BY c.oid
 
 
 def qualified(schema: str, table: str) -> str:
-    """The manifest's table key: ``schema.table`` with identifiers quoted when needed."""
-    return f"{_quote_ident(schema)}.{_quote_ident(table)}"
+    """The manifest's table key: ``schema.table``, each part double-quoted unless it is a
+    plain lowercase ASCII word.
+
+    The key is for people and for matching (it must stay stable across versions), not SQL:
+    ``order.select`` is a valid key but not valid SQL. :func:`split_qualified` turns it back
+    into its exact (schema, table) pair and :func:`relation_sql` quotes that pair for a query.
+    """
+    return f"{_key_part(schema)}.{_key_part(table)}"
 
 
-def _quote_ident(name: str) -> str:
+def _key_part(name: str) -> str:
     if name.isidentifier() and name == name.lower() and name.isascii():
         return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+# One key part as qualified() writes it: a bare lowercase ASCII word, or a quoted name with "" for ".
+_KEY_PART = r'(?:[a-z_][a-z0-9_]*|"(?:[^"]|"")*")'
+_KEY_RE = re.compile(rf"(?P<schema>{_KEY_PART})\.(?P<table>{_KEY_PART})", re.DOTALL)
+
+
+def split_qualified(key: str) -> tuple[str, str]:
+    """The exact (schema, table) pair of a manifest key written by :func:`qualified`.
+
+    The grammar is unambiguous (a bare part holds no dot or quote; a quoted part doubles
+    its quotes), so every key any version wrote parses back to its pair.
+    """
+    match = _KEY_RE.fullmatch(key)
+    if match is None:
+        raise RestoreError(f"manifest table key {key!r} is not a schema.table name as pgbackup writes it")
+    return _unquote_key_part(match["schema"]), _unquote_key_part(match["table"])
+
+
+def _unquote_key_part(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part.startswith('"') else part
+
+
+def relation_sql(key: str) -> sql.Composable:
+    """``schema.table`` of a manifest key, quoted by the driver for use in SQL text."""
+    from psycopg2 import sql
+
+    return sql.Identifier(*split_qualified(key))
+
+
+def exact_name_pattern(name: str) -> str:
+    """A pg_dump/psql name pattern matching exactly ``name`` (no wildcards, case kept).
+
+    Inside double quotes a pattern's ``*``, ``?`` and ``.`` are literal and ``""`` is a quote.
+    https://www.postgresql.org/docs/current/app-psql.html#APP-PSQL-PATTERNS
+    """
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -120,7 +167,10 @@ class SnapshotSession:
         self._count_thread.start()
 
     def _count(self) -> None:
+        from psycopg2 import sql
+
         assert self.info is not None
+        count_sql = sql.SQL("SELECT count(*) FROM ONLY {}")
         try:
             with self._conn.cursor() as cur:
                 for table in self.info.tables:
@@ -128,7 +178,7 @@ class SnapshotSession:
                     # imported the exported snapshot yet, and an aborted one cannot be imported.
                     cur.execute("SAVEPOINT pgbackup_count")
                     try:
-                        cur.execute(f"SELECT count(*) FROM ONLY {table}")
+                        cur.execute(count_sql.format(relation_sql(table)))
                         self.info.row_counts[table] = int(cur.fetchone()[0])
                     except Exception:
                         cur.execute("ROLLBACK TO SAVEPOINT pgbackup_count")
@@ -202,7 +252,8 @@ class DumpStage:
         if self.snapshot:
             argv += [f"--snapshot={self.snapshot}"]
         for schema in self.exclude_schemas:
-            argv += [f"--exclude-schema={schema}"]
+            # Exactly that schema, as the snapshot's table list excludes it (not a pattern).
+            argv += [f"--exclude-schema={exact_name_pattern(schema)}"]
         argv += list(self.extra_args)
         return argv
 

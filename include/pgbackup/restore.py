@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pgbackup.compress import DecompressStage
-from pgbackup.dump import server_major_version
+from pgbackup.dump import relation_sql, server_major_version, split_qualified
 from pgbackup.errors import ConfigError, IntegrityError, RestoreError, StorageError, VerificationError
 from pgbackup.gpg import DecryptStage, Keyring
 from pgbackup.manifest import (
@@ -30,7 +31,7 @@ from pgbackup.manifest import (
     utcnow,
 )
 from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
-from pgbackup.pgtools import find_program
+from pgbackup.pgtools import find_program, split_plain_schema
 from pgbackup.pipeline import run_chain, write_to_file
 from pgbackup.profiles import RestoreJob, profile_for
 from pgbackup.storage.base import Storage
@@ -38,6 +39,8 @@ from pgbackup.storage.base import Storage
 log = logging.getLogger(__name__)
 
 RESTORED_FILE = "restore.dump"
+SCHEMA_FILE = "schema.dump"
+MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,25 @@ def decryption_keyring(key: DecryptionKey) -> Iterator[Keyring]:
 
 
 def fetch_plaintext(manifest: Manifest, storage: Storage, keyring: Keyring, target: Path) -> dict[str, Any]:
-    """Download, check sha256 and size, decrypt and decompress into ``target``."""
+    """Download, check sha256 and size, decrypt and decompress into ``target`` (mode 0600).
+
+    On any failure nothing of the plaintext is left behind.
+    """
+    try:
+        return _decrypt_into(manifest, storage, keyring, target)
+    except BaseException:
+        remove_plaintext(target)
+        raise
+
+
+def _decrypt_into(manifest: Manifest, storage: Storage, keyring: Keyring, target: Path) -> dict[str, Any]:
     algorithm = manifest.artifact["compression"]["algorithm"]
     if storage.stat(manifest.object_key) is None:
         raise RestoreError(f"{storage.url}/{manifest.object_key}: the backup object is missing")
     started = time.monotonic()
     try:
         with storage.open_read(manifest.object_key) as stream:
+            # The sink creates the file 0600: it is the plaintext of the backup.
             _, result = run_chain(
                 [DecryptStage(keyring), DecompressStage(algorithm)], write_to_file(target), source=stream
             )
@@ -76,7 +91,6 @@ def fetch_plaintext(manifest: Manifest, storage: Storage, keyring: Keyring, targ
             f"(corrupted, truncated, or encrypted to another key): {exc}"
         ) from exc
     if result.input_sha256 != manifest.sha256 or result.input_bytes != manifest.size:
-        target.unlink(missing_ok=True)
         raise IntegrityError(
             f"{storage.url}/{manifest.object_key}: stored object has sha256 {result.input_sha256} "
             f"({result.input_bytes} bytes) but the manifest says {manifest.sha256} ({manifest.size} bytes)"
@@ -84,8 +98,19 @@ def fetch_plaintext(manifest: Manifest, storage: Storage, keyring: Keyring, targ
     return {"fetch_seconds": round(time.monotonic() - started, 3), "plaintext_bytes": result.output_bytes}
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of that name may have had another mode
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def remove_plaintext(*paths: Path | None) -> None:
+    """Remove decrypted files (and any half-written ``.partial`` of them)."""
+    for path in paths:
+        if path is not None:
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".partial").unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -94,9 +119,15 @@ def scratch_database(
 ) -> Iterator[PgConnInfo]:
     """Create a uniquely named database (a copy of ``template`` if given) and drop it on exit, even on failure."""
     import psycopg2
+    from psycopg2 import sql
 
     name = f"{prefix}_{utcnow():%Y%m%d_%H%M%S}_{int(time.monotonic() * 1000) % 100000}"
-    create = f"CREATE DATABASE {_ident(name)}" + (f" TEMPLATE {_ident(template)}" if template else "")
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        # The server would silently truncate it, and then connect to and drop another name.
+        raise ConfigError(f"scratch database name {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes")
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
     admin = connect(scratch)
     try:
         with admin.cursor() as cur:
@@ -118,7 +149,7 @@ def scratch_database(
         admin = connect(scratch)
         try:
             with admin.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             log.info("dropped scratch database %s", name)
         finally:
             admin.close()
@@ -131,7 +162,6 @@ def restore_archive(
     *,
     jobs: int = 2,
     sections: tuple[str, ...] = (),
-    replica_role: bool = False,
 ) -> float:
     """Restore a plaintext archive; returns seconds. Stops at the first error."""
     server_major = server_major_version(into)
@@ -143,7 +173,9 @@ def restore_archive(
             "--exit-on-error",
             "--no-owner",
             "--no-privileges",
-            f"--dbname={into.dbname}",
+            # pg_restore and psql parse --dbname as a conninfo when it holds "=" or starts with
+            # postgresql://; an escaped keyword/value conninfo keeps any name a plain name.
+            f"--dbname={into.conninfo()}",
         ]
         if jobs > 1:
             argv.append(f"--jobs={jobs}")
@@ -158,14 +190,11 @@ def restore_archive(
             "-v",
             "ON_ERROR_STOP=1",
             "--single-transaction",
-            f"--dbname={into.dbname}",
+            f"--dbname={into.conninfo()}",
             "-f",
             str(archive),
         ]
     with libpq_environment(into) as env:
-        if replica_role:
-            # Data-only loads skip FK triggers, as the Supabase CLI's data dumps do.
-            env["PGOPTIONS"] = "-c session_replication_role=replica"
         done = subprocess.run(argv, env=env, capture_output=True, check=False)
     if done.returncode != 0:
         stderr = done.stderr.decode("utf-8", "replace").strip()[-4000:]
@@ -173,18 +202,26 @@ def restore_archive(
     return time.monotonic() - started
 
 
+_RELATION_EXISTS_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %s AND c.relname = %s)
+"""
+
+
 def count_rows(conn: PgConnInfo, tables: list[str]) -> dict[str, int | None]:
     """Exact row counts; None for a table that does not exist."""
+    from psycopg2 import sql
+
     found: dict[str, int | None] = {}
     connection = connect(conn)
     try:
         with connection.cursor() as cur:
             for table in tables:
-                cur.execute("SELECT to_regclass(%s)", (table,))
-                if cur.fetchone()[0] is None:
+                cur.execute(_RELATION_EXISTS_SQL, split_qualified(table))
+                if not cur.fetchone()[0]:
                     found[table] = None
                     continue
-                cur.execute(f"SELECT count(*) FROM ONLY {table}")
+                cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(relation_sql(table)))
                 found[table] = int(cur.fetchone()[0])
     finally:
         connection.close()
@@ -268,8 +305,23 @@ def validate_backup(
     """Restore the stored copy into a scratch database and compare it with the manifest.
 
     Returns the verification record (status passed). Raises VerificationError with the
-    record attached when anything differs; the caller records that too.
+    record attached when anything differs; the caller records that too. The decrypted
+    archives live only in ``workdir`` (mode 0600) and are removed however this ends.
     """
+    try:
+        return _restore_and_compare(manifest, storage, settings, key, workdir, schema_manifest)
+    finally:
+        remove_plaintext(workdir / RESTORED_FILE, workdir / SCHEMA_FILE)
+
+
+def _restore_and_compare(
+    manifest: Manifest,
+    storage: Storage,
+    settings: ValidationSettings,
+    key: DecryptionKey,
+    workdir: Path,
+    schema_manifest: Manifest | None,
+) -> dict[str, Any]:
     settings.check(manifest.target, manifest.profile)
     workdir.mkdir(parents=True, exist_ok=True)
     archive = workdir / RESTORED_FILE
@@ -283,7 +335,7 @@ def validate_backup(
         record.update(fetch_plaintext(manifest, storage, keyring, archive))
         schema_archive = None
         if manifest.kind == "data":
-            schema_archive = workdir / "schema.dump"
+            schema_archive = workdir / SCHEMA_FILE
             if schema_manifest is not None:
                 fetch_plaintext(schema_manifest, storage, keyring, schema_archive)
                 record["schema_from"] = f"backup {schema_manifest.backup_id}"
@@ -363,28 +415,43 @@ def restore_schema_and_data(
     populated_matviews: list[str],
     jobs: int = 2,
 ) -> None:
-    """Schema pre-data, then the data, then constraints and indexes, so FK order cannot bite.
+    """Schema pre-data, then the data, then post-data (constraints, indexes, triggers), in
+    every combination of formats, so neither FK order nor a NOT VALID constraint that old
+    rows violate can fail the load, and no trigger fires on restored rows.
 
     Materialized views are data that neither a schema-only nor a data-only dump carries,
     so the ones populated at the source are refreshed at the end, as a full restore would.
     """
-    if schema_format == "custom" and data_format == "custom":
+    if schema_format == "custom":
         restore_archive(schema_archive, db, "custom", jobs=1, sections=("pre-data",))
-        restore_archive(data_archive, db, "custom", jobs=jobs)
+        restore_archive(data_archive, db, data_format, jobs=jobs)
         restore_archive(schema_archive, db, "custom", jobs=jobs, sections=("post-data",))
     else:
-        restore_archive(schema_archive, db, schema_format, jobs=1)
-        restore_archive(data_archive, db, data_format, jobs=jobs, replica_role=True)
+        # A plain script has no TOC for --section: split it at its first post-data entry.
+        pre_data, post_data = split_plain_schema(schema_archive.read_bytes().decode("utf-8", "surrogateescape"))
+        pre_file = schema_archive.with_name(schema_archive.name + ".pre-data.sql")
+        post_file = schema_archive.with_name(schema_archive.name + ".post-data.sql")
+        try:
+            _write_private(pre_file, pre_data.encode("utf-8", "surrogateescape"))
+            _write_private(post_file, post_data.encode("utf-8", "surrogateescape"))
+            restore_archive(pre_file, db, "plain")
+            restore_archive(data_archive, db, data_format, jobs=jobs)
+            if post_data:
+                restore_archive(post_file, db, "plain")
+        finally:
+            remove_plaintext(pre_file, post_file)
     refresh_materialized_views(db, populated_matviews)
 
 
 def refresh_materialized_views(db: PgConnInfo, names: list[str]) -> None:
     """Refresh these materialized views, in the given (creation) order."""
+    from psycopg2 import sql
+
     connection = connect(db)
     try:
         with connection.cursor() as cur:
             for name in names:
-                cur.execute(f"REFRESH MATERIALIZED VIEW {name}")
+                cur.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(relation_sql(name)))
     finally:
         connection.close()
 
