@@ -113,10 +113,12 @@ def _check_conn_id(value: str) -> str:
     return value
 
 
+_CRON_FORM = "five fields like '0 6 * * *' (minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-6)"
+
+
 def _check_cron(value: str) -> str:
-    expected = f"{value!r} is not a five-field cron expression like '0 6 * * *' (minute hour day month weekday)"
     if len(value.split()) != 5:
-        raise _invalid(expected)
+        raise _invalid(f"{value!r} is not a five-field cron expression: expected {_CRON_FORM}")
     # Airflow's cron timetables are croniter underneath, and have imported it by the time a
     # DAG file is parsed, so this costs nothing there.
     from croniter import CroniterError, croniter
@@ -124,7 +126,9 @@ def _check_cron(value: str) -> str:
     try:
         croniter(value)
     except (CroniterError, ValueError, KeyError) as exc:
-        raise _invalid(f"{expected}: {exc}") from None
+        # croniter's message repeats the expression first: "[99 99 * * *] is not acceptable, out of range"
+        reason = re.sub(r"^\[.*?\]\s*(is not acceptable,?\s*)?", "", str(exc)) or "rejected by croniter"
+        raise _invalid(f"{value!r} is not a valid cron expression ({reason}): expected {_CRON_FORM}") from None
     return value
 
 
