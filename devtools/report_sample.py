@@ -16,12 +16,12 @@ import json
 import random
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pgbackup.manifest import Manifest, iso, manifest_key
-from pgbackup.records import store_record
+from pgbackup.records import record_events, store_record
 from pgbackup.report import ReportEvent, ReportSettings, gather_inputs, render_report
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import MiB, Storage
@@ -247,7 +247,9 @@ def build_sample(storage: Storage, history: SampleHistory | None = None) -> tupl
     write_audit(storage, history)
     report_at = history.run_at + timedelta(hours=1)  # after the backup, the drill and the audit
     settings = ReportSettings.for_run(report_at, primary="s3 (primary)")
-    inputs = gather_inputs(storage, [history.target], sample_events(history))
+    for event in sample_events(history):  # as the failure callback and the monitor record them
+        record_events([("primary", storage)], event.at, [asdict(event)])
+    inputs = gather_inputs(storage, [history.target])
     return render_report(inputs, settings, now=report_at), history
 
 

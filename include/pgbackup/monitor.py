@@ -227,6 +227,21 @@ class Notification:
         return f":large_green_circle: pgbackup RESOLVED (since {self.since}): {self.message}"
 
 
+def notification_events(notifications: Iterable[Notification], at: datetime) -> list[dict[str, Any]]:
+    """The notifications as event records (``records.record_events``) for the monthly report."""
+    severity = {"alert": ERROR, "reminder": WARNING, "resolved": "info"}
+    return [
+        {
+            "at": iso(at),
+            "source": "monitor",
+            "severity": severity[n.kind],
+            "message": f"{'still failing' if n.kind == 'reminder' else n.kind}: {n.message}",
+            "target": n.target or None,
+        }
+        for n in notifications
+    ]
+
+
 def empty_state() -> dict[str, Any]:
     return {"version": STATE_VERSION, "active": {}}
 

@@ -79,3 +79,30 @@ def read_records(storage: Storage, prefix: str, since: datetime | None = None) -
             record["key"] = info.key
             records.append(record)
     return sorted(records, key=lambda r: (r["started_at"], r["key"]))
+
+
+# -- events: failures and alerts, for the monthly report ------------------------------------------
+
+EVENTS_PREFIX = "events/"
+EVENT_SEVERITIES = ("error", "warning", "info")
+
+
+def record_events(storages: Iterable[tuple[str, Storage]], at: str, events: list[dict[str, Any]]) -> dict[str, str]:
+    """Store one run's events (task failures, monitor alerts...) at ``events/YYYY-MM-DD_HHMMSS.json``.
+
+    Each event: ``at`` (ISO UTC), ``source``, ``severity`` (error, warning, info), ``message``,
+    optional ``target``. The monthly report lists every one of its period.
+    """
+    for event in events:
+        missing = {"at", "source", "severity", "message"} - set(event)
+        if missing or event["severity"] not in EVENT_SEVERITIES:
+            raise ValueError(f"event {event!r}: needs at, source, message and a severity in {EVENT_SEVERITIES}")
+    return store_record(EVENTS_PREFIX, {"started_at": at, "events": events}, storages)
+
+
+def read_events(storage: Storage, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Every stored event of runs started at or after ``since``, oldest first."""
+    found: list[dict[str, Any]] = []
+    for record in read_records(storage, EVENTS_PREFIX, since):
+        found += [e for e in record.get("events", []) if isinstance(e, dict)]
+    return found

@@ -23,7 +23,7 @@ from pgbackup.audit import read_audits
 from pgbackup.catalog import Catalog, read_catalog
 from pgbackup.drill import PHASES, DrillObjectives, read_drills
 from pgbackup.manifest import Manifest, iso, parse_iso, utcnow
-from pgbackup.records import store_new
+from pgbackup.records import read_events, store_new
 from pgbackup.storage.base import Storage
 from pgbackup.svgcharts import BYTE_STEPS, DURATION_STEPS, Series, Threshold, line_chart, stacked_bar
 
@@ -115,13 +115,18 @@ class ReportInputs:
 def gather_inputs(
     storage: Storage, targets: Iterable[str], events: Sequence[ReportEvent] = (), now: datetime | None = None
 ) -> ReportInputs:
-    """Everything the report needs that lives in the primary destination."""
+    """Everything the report needs that lives in the primary destination: catalogs, drill,
+    audit and event records (``records.record_events``), plus any ``events`` the caller adds."""
     names = list(targets)
+    stored = [
+        ReportEvent(str(e["at"]), str(e["source"]), str(e["severity"]), str(e["message"]), e.get("target"))
+        for e in read_events(storage)
+    ]
     return ReportInputs(
         catalogs={t: read_catalog(storage, t, now=now) for t in names},
         drills={t: read_drills(storage, t) for t in names},
         audits=read_audits(storage),
-        events=events,
+        events=[*stored, *events],
     )
 
 

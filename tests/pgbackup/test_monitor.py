@@ -28,6 +28,7 @@ from pgbackup.monitor import (
     keys_of_targets,
     load_state,
     loads_state,
+    notification_events,
     row_count_drops,
     save_state,
     size_anomalies,
@@ -255,3 +256,18 @@ def test_a_notification_that_could_not_be_sent_is_sent_next_run() -> None:
     state, sent = evaluate_alerts(state, [STALE], NOW + HOUR, timedelta(hours=4))
     state, failures = deliver(None, state, sent, flaky)
     assert failures == [] and attempts == ["alert", "alert"] and STALE.key in state["active"]
+
+
+def test_monitor_notifications_reach_the_monthly_report(tmp_path: Path) -> None:
+    from pgbackup.records import record_events
+    from pgbackup.report import ReportSettings, gather_inputs, render_report
+
+    storage = open_storage(f"file://{tmp_path}")
+    state, sent = evaluate_alerts(None, [STALE], NOW, HOUR)
+    record_events([("local", storage)], iso(NOW), notification_events(sent, NOW))
+    _, sent = evaluate_alerts(state, [], NOW + 2 * HOUR, HOUR)
+    record_events([("local", storage)], iso(NOW + 2 * HOUR), notification_events(sent, NOW + 2 * HOUR))
+    inputs = gather_inputs(storage, ["projectx"], now=NOW + 3 * HOUR)
+    assert [(e.source, e.severity) for e in inputs.events] == [("monitor", "error"), ("monitor", "info")]
+    html = render_report(inputs, ReportSettings.for_run(NOW + 3 * HOUR), now=NOW + 3 * HOUR)
+    assert "alert: projectx daily: 30 h old" in html and "resolved: projectx daily: 30 h old (lasted 2.0 h)" in html

@@ -201,3 +201,19 @@ def test_charts_scale_to_readable_steps_and_say_when_empty() -> None:
     assert nice_step(7.3) == 2
     empty = line_chart([Series("x")], title="Sizes", empty_text="no backups yet")
     assert "no backups yet" in empty and "<circle" not in empty
+
+
+def test_event_records_are_checked_before_they_are_stored(tmp_path: Path) -> None:
+    from pgbackup.records import read_events, record_events
+
+    storage = open_storage(f"file://{tmp_path}")
+    with pytest.raises(ValueError, match="severity in"):
+        record_events(
+            [("local", storage)],
+            "2026-11-01T00:00:00Z",
+            [{"at": "x", "source": "s", "severity": "bad", "message": "m"}],
+        )
+    event = {"at": "2026-11-01T00:00:00Z", "source": "task failure", "severity": "error", "message": "dump failed"}
+    record_events([("local", storage)], event["at"], [event])
+    record_events([("local", storage)], event["at"], [event])  # same second: a second record, not an overwrite
+    assert read_events(storage) == [event, event]
