@@ -15,11 +15,13 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol, TypeVar, cast
 
@@ -36,6 +38,25 @@ T = TypeVar("T")
 # secrets there, e.g. AIRFLOW_CONN_*). Each stage adds its own values (PG*, GNUPGHOME).
 INHERITED_ENV = ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH")
 INHERITED_ENV_PREFIXES = ("LC_",)
+
+
+@lru_cache(maxsize=1)
+def die_with_us_prefix() -> tuple[str, ...]:
+    """An argv prefix making a child die with the process that started it (Linux PR_SET_PDEATHSIG).
+
+    A task killed with SIGKILL runs no cleanup: without this its pg_dump would write on alone
+    into staging, and its gpg start an agent in a keyring already swept. ``setpriv`` (util-linux)
+    sets the signal and execs the program; where it is missing or refuses, children run as before.
+    """
+    setpriv = shutil.which("setpriv")
+    if sys.platform != "linux" or setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL", "--")
+    try:
+        probe = subprocess.run([*prefix, setpriv, "--version"], capture_output=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return prefix if probe.returncode == 0 else ()
 
 
 def minimal_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -209,7 +230,7 @@ def run_chain(
                 last_stdout = stack.enter_context(direct.open_partial())
             for index, (stage, command) in enumerate(zip(stages, commands, strict=True)):
                 proc = subprocess.Popen(
-                    command.argv,
+                    [*die_with_us_prefix(), *command.argv],
                     stdin=stdin,
                     stdout=last_stdout if index == len(stages) - 1 else subprocess.PIPE,
                     stderr=stderr_files[index],

@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -40,6 +41,8 @@ GNUPG_HOME = "gnupg"
 # A folder without its lock file is either being created right now or half removed.
 UNLOCKED_GRACE_SECONDS = 60.0
 GPGCONF_TIMEOUT_SECONDS = 30
+DAEMON_EXIT_SECONDS = 5.0
+GPG_DAEMONS = (b"gpg-agent", b"dirmngr", b"keyboxd", b"scdaemon")
 
 
 def runtime_root() -> Path:
@@ -143,11 +146,15 @@ def _gnupg_homes(path: Path) -> list[Path]:
 
 
 def kill_gpg_agent(home: Path) -> None:
-    """Stop the gpg-agent (and any other gpg daemon) serving ``home``, and its socket folder."""
+    """Stop the gpg-agent (and any other gpg daemon) serving ``home``, and its socket folder.
+
+    ``gpgconf --kill`` only asks; the agent exits a moment later, or never if its socket is
+    gone. So any daemon still running on ``home`` afterwards is found by its argv and killed.
+    """
     gpgconf = shutil.which("gpgconf")
-    if gpgconf is None:
-        return
     for action in (["--kill", "all"], ["--remove-socketdir"]):
+        if gpgconf is None:
+            break
         with contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(
                 [gpgconf, "--homedir", str(home), *action],
@@ -156,6 +163,31 @@ def kill_gpg_agent(home: Path) -> None:
                 check=False,
                 timeout=GPGCONF_TIMEOUT_SECONDS,
             )
+    deadline = time.monotonic() + DAEMON_EXIT_SECONDS
+    while (daemons := _gpg_daemons(home)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in daemons:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _gpg_daemons(home: Path) -> list[int]:
+    """Running gpg daemons started with ``--homedir home`` (Linux /proc; elsewhere none found)."""
+    wanted = f"\0--homedir\0{home}\0".encode()
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    cmdline = handle.read()
+            except OSError:
+                continue
+            program = os.path.basename(cmdline.split(b"\0", 1)[0])
+            if program in GPG_DAEMONS and wanted in cmdline + b"\0":
+                found.append(int(entry))
+    return found
 
 
 def prepare_staging(workdir: Path, *, stale_after_seconds: float = 6 * 3600) -> Path:
