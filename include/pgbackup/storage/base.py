@@ -359,6 +359,9 @@ class Storage(ABC):
         except PgBackupError:
             raise
         except Exception as exc:
+            deadline = current_deadline()
+            if deadline is not None:
+                deadline.check()  # an SDK error after the deadline (a cut request, a retry given up) is the deadline's
             where = f"{self.url} key {key!r}" if key is not None else self.url
             raise StorageError(f"{operation} failed for {where}: {type(exc).__name__}: {exc}") from exc
 

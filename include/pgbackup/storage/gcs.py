@@ -64,14 +64,18 @@ def _md5() -> Any:
     return hashlib.md5(usedforsecurity=False)  # integrity check, not security
 
 
-def _cancel(writer: Any, key: str) -> None:
+def _cancel(writer: Any, key: str, timeout: tuple[float, float]) -> None:
     """Cancel a resumable session so the partial data never becomes an object.
 
     Never leave the writer merely unreferenced: BlobWriter is an io object, so garbage
     collection calls close(), which would FINALIZE the upload with the partial data.
     """
     try:
-        writer.terminate()  # DELETEs the session and closes the buffer
+        # BlobWriter.terminate() DELETEs the session with no timeout: do the same, bounded.
+        started = writer._upload_and_transport  # (ResumableUpload, transport) once a chunk went out
+        if started:
+            upload, transport = started
+            transport.delete(upload.upload_url, timeout=timeout)
     except Exception:
         log.warning("could not cancel the resumable upload of %s", key, exc_info=True)
     finally:
@@ -195,7 +199,7 @@ class GcsStorage(Storage):
                 writer.write(chunk)
             writer.close()  # finalizes the object
         except BaseException as exc:
-            _cancel(writer, key)
+            _cancel(writer, key, (self.connect_timeout, self.read_timeout))
             if _precondition_failed(exc):
                 raise self._exists(key, " (the service refused the create-only write: ifGenerationMatch=0)") from exc
             raise

@@ -121,6 +121,20 @@ def s3_client_config(
     )
 
 
+class _Body(io.BytesIO):
+    """A request body that stops being sent once the operation's deadline has passed: a slow
+    link that never trips the read timeout must not stretch one request past the deadline."""
+
+    def __init__(self, data: bytes, deadline: Deadline | None) -> None:
+        super().__init__(data)
+        self._deadline = deadline
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._deadline is not None:
+            self._deadline.check()
+        return super().read(size)
+
+
 def _refuse_after_deadline(**_: Any) -> None:
     check_deadline()  # raising here stops botocore's retries: StorageError is not retryable
 
@@ -267,7 +281,11 @@ class S3Storage(Storage):
         sent = _Sent(parts=0, composite=_b64(sha), etag=_md5(data).hexdigest(), md5_full=None)
         try:
             response = self.client.put_object(
-                Bucket=self.bucket, Key=self._full(key), Body=io.BytesIO(data), **extra, **self._create_only()
+                Bucket=self.bucket,
+                Key=self._full(key),
+                Body=_Body(data, current_deadline()),
+                **extra,
+                **self._create_only(),
             )
         except ClientError as exc:
             if _error_code(exc) not in _PRECONDITION_CODES:
@@ -288,7 +306,7 @@ class S3Storage(Storage):
         condition = {"IfMatch": f'"{etag}"'} if self.conditional_requests else {}
         try:
             response = self.client.put_object(
-                Bucket=self.bucket, Key=self._full(key), Body=io.BytesIO(data), **extra, **condition
+                Bucket=self.bucket, Key=self._full(key), Body=_Body(data, current_deadline()), **extra, **condition
             )
         except ClientError as exc:
             if _error_code(exc) in _PRECONDITION_CODES | _NOT_FOUND_CODES:
@@ -380,7 +398,12 @@ class S3Storage(Storage):
         # A file-like body: given bytes, botocore copies headers + body into one buffer per request.
         with deadline_scope(deadline):
             response = self.client.upload_part(
-                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=io.BytesIO(data), **extra
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=_Body(data, current_deadline()),
+                **extra,
             )
         return _Part(number=number, etag=response["ETag"], sha256=sha, md5=_md5(data).digest())
 
