@@ -7,6 +7,9 @@ the ``postgres`` database, as in a Supabase project. SQL is in ``devtools/supaba
     with supabase_cluster() as sb:
         load_demo_app(sb)
         sb.postgres_dsn()        # connect as the non-superuser postgres, like pgbackup does
+
+``realtime_owner`` chooses who owns the ``supabase_realtime`` publication: ``supabase_admin``
+(Supabase's own initial schema) or ``postgres``; only its owner may add tables to it.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ PLATFORM_SQL = SQL_DIR / "platform.sql"
 APP_SQL = SQL_DIR / "app.sql"
 SUPERUSER = "supabase_admin"
 PROJECT_DB = "postgres"
+REALTIME_OWNERS = ("supabase_admin", "postgres")
+# The demo app's tables with "enable realtime" on, as pg_dump quotes them.
+REALTIME_TABLES = ("public.messages", 'public."Room Events"')
 
 
 @dataclass
 class SupabaseCluster:
     cluster: TemporaryCluster
     postgres_password: str
+    realtime_owner: str = "postgres"
 
     @property
     def host(self) -> str:
@@ -52,29 +59,48 @@ class SupabaseCluster:
         return self.cluster.dsn(dbname)
 
 
-def install_platform(cluster: TemporaryCluster, postgres_password: str) -> None:
+def install_platform(cluster: TemporaryCluster, postgres_password: str, realtime_owner: str = "postgres") -> None:
     """Turn a cluster bootstrapped by ``supabase_admin`` into a fresh Supabase-shaped project."""
+    if realtime_owner not in REALTIME_OWNERS:
+        raise ValueError(f"realtime_owner must be one of {REALTIME_OWNERS}, not {realtime_owner!r}")
     psql_file(cluster.dsn(PROJECT_DB), PLATFORM_SQL)
     conn = cluster.connect(PROJECT_DB)
     try:
         with conn.cursor() as cur:
             cur.execute("ALTER ROLE postgres PASSWORD %s", (postgres_password,))
+            if realtime_owner != SUPERUSER:
+                cur.execute(f"ALTER PUBLICATION supabase_realtime OWNER TO {realtime_owner}")
     finally:
         conn.close()
 
 
 @contextlib.contextmanager
-def supabase_cluster() -> Iterator[SupabaseCluster]:
+def supabase_cluster(realtime_owner: str = "postgres") -> Iterator[SupabaseCluster]:
     """A fresh Supabase-shaped project on its own throwaway cluster."""
     password = secrets.token_urlsafe(18)
     with TemporaryCluster(user=SUPERUSER) as cluster:
-        install_platform(cluster, password)
-        yield SupabaseCluster(cluster, password)
+        install_platform(cluster, password, realtime_owner)
+        yield SupabaseCluster(cluster, password, realtime_owner)
 
 
 def load_demo_app(project: SupabaseCluster, sql: Path = APP_SQL) -> None:
-    """Load the demo app as ``postgres``, exactly as a project's SQL editor would run it."""
+    """Load the demo app as ``postgres``, exactly as a project's SQL editor would run it, then
+    enable realtime on its tables."""
     psql_file(project.postgres_dsn(), sql)
+    if sql == APP_SQL:
+        enable_realtime(project, REALTIME_TABLES)
+
+
+def enable_realtime(project: SupabaseCluster, tables: tuple[str, ...]) -> None:
+    """Add tables to ``supabase_realtime`` as its owner, like the dashboard's realtime toggle
+    (the platform runs it with the owner's rights; postgres alone may not when it is not the owner)."""
+    conn = project.cluster.connect(PROJECT_DB)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET ROLE {project.realtime_owner}")
+            cur.execute(f"ALTER PUBLICATION supabase_realtime ADD TABLE {', '.join(tables)}")
+    finally:
+        conn.close()
 
 
 PLATFORM_TEMPLATE = "supabase_platform"

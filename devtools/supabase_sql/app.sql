@@ -42,8 +42,10 @@ CREATE POLICY "Individuals can view their own todos" ON public.todos FOR SELECT 
 CREATE POLICY "Individuals can create todos" ON public.todos FOR INSERT TO authenticated
   WITH CHECK ((SELECT auth.uid()) = user_id);
 
+-- Realtime tables; load_demo_app adds them to supabase_realtime as its owner (the dashboard's
+-- "enable realtime" toggle), since postgres may not own the publication.
 CREATE TABLE public.messages (id bigserial PRIMARY KEY, body text NOT NULL, sent_at timestamptz DEFAULT now());
-ALTER PUBLICATION supabase_realtime ADD TABLE public.messages;  -- "enable realtime" for a table
+CREATE TABLE public."Room Events" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "Kind" text NOT NULL);
 
 -- A second user schema, reachable only by a custom role.
 CREATE ROLE app_reader NOLOGIN;
@@ -96,5 +98,7 @@ INSERT INTO public.todos (user_id, task, is_complete)
 SELECT u.id, 'task number ' || g, g % 3 = 0 FROM auth.users u CROSS JOIN generate_series(1, 4) AS g;
 DELETE FROM public.todos WHERE id > 95;  -- identity value now ahead of max(id)
 INSERT INTO public.messages (body) SELECT 'hello ' || g FROM generate_series(1, 12) AS g;
+INSERT INTO public."Room Events" ("Kind") SELECT CASE WHEN g % 2 = 0 THEN 'join' ELSE 'leave' END
+FROM generate_series(1, 7) AS g;
 INSERT INTO private.audit_log (user_id, action)
 SELECT id, CASE WHEN random() < 2 THEN 'signup' END FROM auth.users;

@@ -49,9 +49,11 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER pgrst_ddl_watch ON ddl_command_end EXECUTE FUNCTION extensions.pgrst_ddl_watch();
 
--- Realtime: the publication exists (owned by postgres, so users can add their tables).
+-- Realtime: the publication exists. Supabase's own initial schema creates it as the platform
+-- admin (supabase/postgres migrations/db/init-scripts/00000000000000-initial-schema.sql), so
+-- its owner is supabase_admin; install_platform(realtime_owner="postgres") hands it to
+-- postgres, the owner other projects show (e.g. after a migration that recreates it).
 CREATE PUBLICATION supabase_realtime;
-ALTER PUBLICATION supabase_realtime OWNER TO postgres;
 CREATE SCHEMA realtime;
 CREATE TABLE realtime.schema_migrations (version bigint PRIMARY KEY, inserted_at timestamp(0));
 INSERT INTO realtime.schema_migrations VALUES (20211116024918, '2024-01-01'), (20240618124746, '2024-06-18');

@@ -7,17 +7,29 @@ postgres through the engine's own path, restored as postgres, and compared.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from devtools.db_compare import client_conninfo, compare_databases, diff_snapshots, run_pg_tool, snapshot
 from devtools.gpg_keys import GeneratedKey
 from devtools.pg_cluster import pg_bin
-from devtools.supabase_fixture import SupabaseCluster, create_platform_template, load_demo_app, supabase_cluster
+from devtools.supabase_fixture import (
+    REALTIME_OWNERS,
+    SupabaseCluster,
+    create_platform_template,
+    load_demo_app,
+    supabase_cluster,
+)
 from pgbackup import backup
 from pgbackup.errors import ConfigError, RestoreError
 from pgbackup.manifest import Manifest
@@ -29,6 +41,8 @@ from pgbackup.storage.base import Storage
 from tests.pgbackup.conftest import make_request, take_backup
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def as_postgres(project: SupabaseCluster, label: str = "supabase project") -> PgConnInfo:
@@ -170,6 +184,13 @@ def test_seed_plain_dump_fails_in_a_fresh_project(
 # -- our restore path -------------------------------------------------------------------------
 
 
+def realtime_tables(project: SupabaseCluster) -> list[tuple[object, ...]]:
+    return query(
+        project,
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime' ORDER BY 1, 2",
+    )
+
+
 def assert_restored(source: SupabaseCluster, target: SupabaseCluster) -> None:
     # Schema of every schema (platform ones included, so a skipped user object shows),
     # rows of every table (platform user-data tables included), sequence/identity values.
@@ -182,9 +203,7 @@ def assert_restored(source: SupabaseCluster, target: SupabaseCluster) -> None:
         ("Avatar images are publicly accessible",),
         ("Users upload their own documents",),
     ]
-    assert query(
-        target, "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime'"
-    ) == [("public", "messages")]
+    assert realtime_tables(target) == [("public", "Room Events"), ("public", "messages")]
     target.cluster.execute(
         "INSERT INTO auth.users (id, raw_user_meta_data) VALUES "
         "('11111111-1111-4111-8111-111111111111', '{\"full_name\": \"New Signup\"}')"
@@ -449,7 +468,11 @@ def test_filter_toc_keeps_user_objects_and_platform_rows() -> None:
         "; a comment line",
     ]
     functions = {3463: "public.handle_new_user", 3464: "storage.update_updated_at_column"}
-    kept, excluded = supabase.filter_toc(lines, "full", supabase.TargetFacts(), functions)
+    memberships = {3623: "ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.messages;"}
+    by_postgres = supabase.TargetFacts(
+        publication_owners={"supabase_realtime": "postgres"}, alterable_publications=frozenset({"supabase_realtime"})
+    )
+    kept, excluded = supabase.filter_toc(lines, "full", by_postgres, functions, memberships)
     assert [line.split(";")[0] for line in kept] == ["3625", "3463", "3620", "300", "4", "3623"]
     assert {e["entry"] for e in excluded} == {
         "SCHEMA auth",
@@ -468,3 +491,185 @@ def test_custom_roles_have_no_passwords_and_skip_reserved(source: SupabaseCluste
     sql = supabase.roles_sql(captured)
     assert not re.search(r"PASSWORD\s+'", sql, re.IGNORECASE)
     assert "supabase_admin" not in sql and '"postgres"' not in sql and '"anon"' not in sql
+
+
+def test_filter_toc_leaves_out_memberships_of_a_publication_the_restorer_does_not_own() -> None:
+    lines = ["3623; 6106 16695 PUBLICATION TABLE public supabase_realtime Room Events postgres"]
+    statement = 'ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public."Room Events";'
+    by_admin = supabase.TargetFacts(
+        publication_owners={"supabase_realtime": "supabase_admin"}, alterable_publications=frozenset(),
+        restoring_role="postgres",
+    )
+    kept, excluded = supabase.filter_toc(lines, "full", by_admin, {}, {3623: statement})
+    assert kept == []
+    assert excluded == [{
+        "entry": "PUBLICATION TABLE supabase_realtime: public.Room Events",
+        "publication": "supabase_realtime",
+        "statement": statement,
+        "reason": "only the owner of publication supabase_realtime (supabase_admin) may add tables to it, and the "
+                  "restoring role postgres is not; run the statement as supabase_admin",
+    }]
+    # No target to ask (a plain file rendered at backup time): the SQL decides when it runs.
+    _, conditional = supabase.filter_toc(lines, "full", supabase.TargetFacts(), {}, {3623: statement})
+    assert conditional[0]["conditional"] == "true" and conditional[0]["statement"] == statement
+
+
+# -- who owns supabase_realtime (issue 7 item 11) and the documented hand restores (item 12) ---------
+
+# What the demo app's realtime memberships are called in a restore's `excluded`, and the
+# statement their owner must run (pg_dump's own, identifiers quoted).
+MEMBERSHIPS = {
+    "PUBLICATION TABLE supabase_realtime: public.messages":
+        "ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.messages;",
+    "PUBLICATION TABLE supabase_realtime: public.Room Events":
+        'ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public."Room Events";',
+}
+BACKUPS = {  # name: (kind, dump format)
+    "full.custom": ("full", "custom"), "full.plain": ("full", "plain"),
+    "schema.custom": ("schema", "custom"), "data.custom": ("data", "custom"),
+    "schema.plain": ("schema", "plain"), "data.plain": ("data", "plain"),
+}
+
+
+@dataclass
+class OwnedProject:
+    """A seeded project, its backups and a scratch server, all with one realtime owner."""
+
+    source: SupabaseCluster
+    scratch: SupabaseCluster
+    storage: Storage
+    manifests: dict[str, Manifest]
+    files: dict[str, Path]  # decrypted backups
+
+    @property
+    def owner(self) -> str:
+        return self.source.realtime_owner
+
+
+@pytest.fixture(scope="module", params=REALTIME_OWNERS)
+def owned(
+    request: pytest.FixtureRequest, gpg_key: GeneratedKey, decryption_key: DecryptionKey,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OwnedProject]:
+    owner = request.param
+    base = tmp_path_factory.mktemp(f"realtime-{owner}")
+    with supabase_cluster(owner) as source, supabase_cluster(owner) as scratch:
+        create_platform_template(scratch)
+        load_demo_app(source)
+        assert query(source, "SELECT pg_get_userbyid(pubowner) FROM pg_publication") == [(owner,)]
+        storage = open_storage(f"file://{base}/backups")
+        manifests: dict[str, Manifest] = {}
+        files: dict[str, Path] = {}
+        for name, (kind, dump_format) in BACKUPS.items():
+            workdir = base / f"staging-{name}"
+            workdir.mkdir()
+            request_ = make_request(as_postgres(source), gpg_key, kind, profile="supabase", dump_format=dump_format)
+            manifests[name] = take_backup("staged", request_, storage, workdir)
+            files[name] = fetch(manifests[name], storage, decryption_key, base / name)
+        yield OwnedProject(source, scratch, storage, manifests, files)
+
+
+def add_left_out_memberships(target: SupabaseCluster, statements: list[str]) -> None:
+    """What the warning tells the publication's owner to run."""
+    for statement in statements:
+        target.cluster.execute(statement)  # as supabase_admin
+
+
+def assert_memberships_left_out(owned: OwnedProject, excluded: list[dict[str, str]]) -> list[str]:
+    """The restore's report names exactly the memberships its role could not add; returns their statements."""
+    left_out = {e["entry"]: e for e in excluded if "publication" in e}
+    if owned.owner == "postgres":
+        assert left_out == {}
+        return []
+    assert {entry: e["statement"] for entry, e in left_out.items()} == MEMBERSHIPS
+    assert all("(supabase_admin)" in e["reason"] and "conditional" not in e for e in left_out.values())
+    return list(MEMBERSHIPS.values())
+
+
+@pytest.mark.fault(
+    "supabase_realtime owned by supabase_admin (Supabase's initial schema) with user tables in it; "
+    "validation restores as postgres (custom, plain, schema + data pairs)",
+    "validation passes; the memberships are left out, listed in the record's excluded with the exact "
+    "ALTER PUBLICATION statement, and logged as a warning; with postgres as owner they are restored",
+)
+@pytest.mark.parametrize(
+    ("data_backup", "schema_backup"),
+    [("full.custom", None), ("full.plain", None), ("data.custom", "schema.custom"),
+     ("data.plain", "schema.plain"), ("data.custom", "schema.plain")],
+)
+def test_validation_passes_whoever_owns_the_realtime_publication(
+    owned: OwnedProject, data_backup: str, schema_backup: str | None, decryption_key: DecryptionKey,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pgbackup")
+    manifest = owned.manifests[data_backup]
+    record = validate_backup(
+        manifest, owned.storage, scratch_settings(owned.scratch, owned.source, "supabase_platform"),
+        decryption_key, tmp_path / "validate", owned.manifests[schema_backup] if schema_backup else None,
+    )
+
+    assert record["status"] == "passed" and record["mismatches"] == []
+    assert [r["found"] for t, r in record["tables"].items() if "Room Events" in t] == [7]
+    statements = assert_memberships_left_out(owned, record["excluded"])
+    warned = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert all(statement in warned for statement in statements)
+    assert ("ALTER PUBLICATION" in warned) == bool(statements)
+
+
+@pytest.mark.fault(
+    "supabase_realtime owned by supabase_admin with user tables in it; a backup restored by hand with the "
+    "README's commands (plain psql, plain pair, custom and custom pair through the engine)",
+    "each command exits 0 in one strict transaction, warning with the exact ALTER PUBLICATION statement for "
+    "each membership it left out; after the owner runs them the project equals the source",
+)
+@pytest.mark.parametrize("how", ["plain", "plain schema + data pair", "custom", "custom schema + data pair"])
+def test_readme_hand_restore_works_whoever_owns_the_realtime_publication(
+    owned: OwnedProject, how: str, tmp_path: Path
+) -> None:
+    for name, file in owned.files.items():  # the names the README uses
+        target_name = {"full.plain": "backup.sql", "full.custom": "backup.dump", "schema.plain": "schema.sql",
+                       "data.plain": "data.sql", "schema.custom": "schema.dump", "data.custom": "data.dump"}[name]
+        shutil.copy(file, tmp_path / target_name)
+    manifest = owned.manifests["data.custom" if "pair" in how else "full.custom"]
+    (tmp_path / "restore.json").write_bytes(manifest.to_json())
+    (tmp_path / "schema.json").write_bytes(owned.manifests["schema.custom"].to_json())
+    script = readme_supabase_commands()[how]
+
+    with supabase_cluster(owned.owner) as target:
+        env = {**os.environ, "DB_HOST": target.host, "DB_PORT": str(target.port), "DB_SSLMODE": "disable",
+               "DB_PASSWORD": target.postgres_password, "PGBACKUP_HOME": str(ROOT),
+               # psql 15 and the project's Python (python3) first, as on a machine set up per the README.
+               "PATH": f"{Path(pg_bin('psql')).parent}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env["PROJECT_DB_URL"] = (f"postgresql://postgres:{quote(target.postgres_password, safe='')}@{target.host}:"
+                                 f"{target.port}/postgres?sslmode=disable")
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=300)
+
+        assert done.returncode == 0, done.stderr
+        assert "ERROR" not in done.stderr
+        statements = list(MEMBERSHIPS.values()) if owned.owner == "supabase_admin" else []
+        assert all(statement in done.stderr for statement in statements), done.stderr
+        assert ("ALTER PUBLICATION" in done.stderr) == bool(statements)
+        if statements:
+            assert realtime_tables(target) == []
+            add_left_out_memberships(target, statements)
+        assert_restored(owned.source, target)
+        assert user_acls(target) == user_acls(owned.source)
+
+
+def readme_supabase_commands() -> dict[str, str]:
+    """The hand-restore commands in the README's "Supabase" section, by their comment label."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("\n## Supabase\n"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
+    commands: dict[str, list[str]] = {}
+    label = None
+    for line in blocks[-1].splitlines():
+        if line.startswith("# "):
+            label = line[2:].split(":", 1)[0]
+            commands[label] = []
+        elif label is not None:
+            commands[label].append(line)
+    assert set(commands) == {"plain", "plain schema + data pair", "custom", "custom schema + data pair"}
+    return {name: "\n".join(lines) + "\n" for name, lines in commands.items()}

@@ -77,6 +77,10 @@ def manifest_exclusions(kind: str) -> list[dict[str, str]]:
          "reason": "a new Supabase project already has them; only their owner could recreate them"},
         {"what": "event triggers, platform publications, preinstalled extensions",
          "reason": "need a superuser, or already present in every new project"},
+        {"what": "user tables' membership in a publication the restoring role does not own (Supabase's own "
+                 "initial schema makes supabase_admin the owner of supabase_realtime)",
+         "reason": "only a publication's owner may add tables to it; the restore leaves the membership out, "
+                   "lists it with the ALTER PUBLICATION statement to run, and logs a warning with it"},
         {"what": "roles' passwords; reserved roles " + ", ".join(sorted(RESERVED_ROLES)),
          "reason": "passwords are unreadable without a superuser; reserved roles belong to the platform"},
     ]
@@ -116,8 +120,11 @@ def restore_backup(
         if manifest.dump_format == "custom":
             return strict.restore_supabase(archive, db, kind=manifest.kind, roles=captured, workdir=workdir).excluded
         # Plain: already filtered at backup time, with its own preamble (roles, replica mode).
+        facts = toc.target_facts(db)
         strict.run_sql_strict(db, [archive])
-        return [e for e in manifest.excluded if "entry" in e]
+        left_out = toc.resolve_memberships([e for e in manifest.excluded if "entry" in e], facts)
+        toc.warn_left_out_memberships(left_out, db.describe())
+        return left_out
     schema_format = schema_manifest.dump_format if schema_manifest else "custom"
     matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
     if schema_format == "custom" and manifest.dump_format == "custom":
@@ -135,7 +142,8 @@ def restore_backup(
     ):
         if part_format == "plain":
             scripts.append(part)
-            excluded += [e for e in (part_manifest.excluded if part_manifest else []) if "entry" in e]
+            part_excluded = [e for e in (part_manifest.excluded if part_manifest else []) if "entry" in e]
+            excluded += toc.resolve_memberships(part_excluded, facts)
             continue
         script = part.with_name(part.name + ".sql")
         preamble = strict.plain_preamble(captured, toc.archive_has_acls(part))
@@ -150,4 +158,5 @@ def restore_backup(
         for script in scripts:
             if script not in (schema_archive, archive):
                 script.unlink(missing_ok=True)
+    toc.warn_left_out_memberships(excluded, db.describe())
     return excluded

@@ -26,10 +26,13 @@ from pgbackup.profiles.supabase.toc import (
     TargetFacts,
     archive_has_acls,
     filter_toc,
+    guarded_membership,
     list_toc,
+    membership_statements,
     run_tool,
     target_facts,
     trigger_functions,
+    warn_left_out_memberships,
 )
 
 
@@ -56,11 +59,13 @@ def render_sql(
 ) -> tuple[int, list[dict[str, str]]]:
     """Write the filtered archive as plain SQL (what a plain Supabase backup should contain).
 
-    Without ``facts`` (no target to ask) a new project's shape is assumed. ``preamble`` (see
-    :func:`plain_preamble`) goes first. Returns the number of kept entries and the left-out ones.
+    Without ``facts`` (no target to ask) a new project's shape is assumed, and publication
+    memberships are written to check, when they run, that the restoring role may add them.
+    ``preamble`` (see :func:`plain_preamble`) goes first. Returns the number of kept entries
+    and the left-out ones.
     """
     toc = list_toc(archive)
-    kept, excluded = filter_toc(toc, kind, facts, trigger_functions(archive, toc))
+    kept, excluded = filter_toc(toc, kind, facts, trigger_functions(archive, toc), membership_statements(archive, toc))
     listing = out.with_name(out.name + ".list")
     listing.write_text("".join(line + "\n" for line in kept))
     # --no-owner: objects belong to whoever restores (postgres), as in the seed's restores.
@@ -75,6 +80,11 @@ def render_sql(
             sink.write(preamble.encode("utf-8"))
             shutil.copyfileobj(source, sink, 1 << 20)
         body.unlink()
+    guarded = [e["statement"] for e in excluded if e.get("conditional") == "true"]
+    if guarded and (not sections or "post-data" in sections):
+        with out.open("a", encoding="utf-8") as sink:
+            sink.write("\n-- pgbackup: publication memberships, added where the restoring role owns the publication\n")
+            sink.writelines(guarded_membership(statement) for statement in guarded)
     return len(kept), excluded
 
 
@@ -204,6 +214,7 @@ def restore_supabase_parts(
             scripts.append(Path(tmp) / "matviews.sql")
             scripts[-1].write_text("".join(f"REFRESH MATERIALIZED VIEW {name};\n" for name in populated_matviews))
         run_sql_strict(target, scripts)
+    warn_left_out_memberships(excluded, target.describe())
     return SupabaseRestoreReport(time.monotonic() - started, kept_total, excluded, 0)
 
 

@@ -11,6 +11,7 @@ left out (a new project already has them), EXCEPT
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import tempfile
@@ -33,6 +34,8 @@ from pgbackup.profiles.supabase.platform import (
     is_platform_schema,
 )
 
+log = logging.getLogger(__name__)
+
 # pg_restore -l descriptors, longest first so "TABLE DATA" wins over "TABLE".
 _DESCS = sorted(
     [
@@ -54,6 +57,8 @@ _DESCS = sorted(
 _TOC_LINE = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
 _EXECUTE_FUNCTION = re.compile(r"EXECUTE (?:FUNCTION|PROCEDURE) ([^(]+)\(", re.IGNORECASE)
 _ENTRY_HEADER = re.compile(r"^-- TOC entry (\d+) ")
+_ADD_TO_PUBLICATION = re.compile(r'^ALTER PUBLICATION ("(?:[^"]|"")+"|[^ ]+) ADD ')
+MEMBERSHIP_DESCS = ("PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,12 @@ class TargetFacts:
     # (schema, table, name) of triggers and policies on platform tables in the target.
     platform_triggers: frozenset[tuple[str, str, str]] = frozenset()
     platform_policies: frozenset[tuple[str, str, str]] = frozenset()
+    # Publications in the target (name -> owner) and those the restoring role may add tables
+    # to (it has its owner's privileges). None: no target to ask (a plain file rendered at
+    # backup time), so each membership is written to check that itself when it runs.
+    publication_owners: Mapping[str, str] = field(default_factory=dict)
+    alterable_publications: frozenset[str] | None = None
+    restoring_role: str = ""
 
 
 @dataclass
@@ -123,13 +134,16 @@ def filter_toc(
     kind: str = "full",
     facts: TargetFacts | None = None,
     trigger_functions: Mapping[int, str] | None = None,
+    membership_statements: Mapping[int, str] | None = None,
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Split ``pg_restore -l`` lines into the ones to restore and the left-out ones (with why).
 
     ``trigger_functions`` maps a TRIGGER entry's dump id to the function it executes
     (see :func:`trigger_functions`); a trigger on a platform table is the user's when that
-    function is outside the platform schemas. ``kind`` only labels the reasons: the rules
-    are per entry, so schema, data and full archives filter alike.
+    function is outside the platform schemas. ``membership_statements`` maps a publication
+    membership entry to its ``ALTER PUBLICATION ... ADD`` statement (see
+    :func:`membership_statements`), named in what a left-out membership records. ``kind``
+    only labels the reasons: the rules are per entry, so schema, data and full archives filter alike.
     """
     facts = facts or TargetFacts()
     trigger_functions = trigger_functions or {}
@@ -138,12 +152,115 @@ def filter_toc(
     platform_schema_names = {e.name for e in entries if e.desc == "SCHEMA" and _platform_owned(e)}
     platform_schema_names |= set(PLATFORM_SCHEMAS)
     for entry in entries:
+        if entry.desc in MEMBERSHIP_DESCS:
+            left_out = _membership_left_out(entry, facts, (membership_statements or {}).get(entry.dump_id, ""))
+            if left_out is None:
+                plan.kept.append(entry.line)
+            else:
+                plan.excluded.append(left_out)
+            continue
         reason = _exclusion_reason(entry, facts, trigger_functions, platform_schema_names)
         if reason is None:
             plan.kept.append(entry.line)
         else:
             plan.exclude(entry, reason)
     return plan.kept, plan.excluded
+
+
+def _membership_left_out(entry: TocEntry, facts: TargetFacts, statement: str) -> dict[str, str] | None:
+    """A user table's membership in a publication: kept unless the restoring role cannot add it.
+
+    Only a publication's owner may add tables to it (``must be owner of publication
+    supabase_realtime``), and Supabase's initial schema creates ``supabase_realtime`` as
+    ``supabase_admin``. Restoring as ``postgres`` must not depend on owning platform
+    objects, so such a membership is left out with the statement its owner can run.
+    """
+    publication = publication_of(statement) if statement else entry.name.split(" ", 1)[0]
+    member = entry.name[len(publication) + 1:] if entry.name.startswith(publication + " ") else entry.name
+    schema = f"{entry.schema}." if entry.schema and entry.desc == "PUBLICATION TABLE" else ""
+    label = f"{entry.desc} {publication}: {schema}{member}"
+    record = {"entry": label, "publication": publication, "statement": statement}
+    if facts.alterable_publications is None:
+        # Rendered without a target: the SQL checks ownership itself (render_sql, guarded_membership).
+        record["reason"] = (
+            f"left out only when the restoring role cannot add tables to publication {publication} (not its owner); "
+            "the restore then prints a WARNING with the statement for the owner to run"
+        )
+        record["conditional"] = "true"
+        return record
+    if publication in facts.alterable_publications:
+        return None
+    owner = facts.publication_owners.get(publication)
+    if owner is None and publication not in PLATFORM_PUBLICATIONS:
+        return None  # a user publication the restore itself creates, owned by the restoring role
+    record["reason"] = membership_reason(publication, owner, facts.restoring_role)
+    return record
+
+
+def membership_reason(publication: str, owner: str | None, role: str) -> str:
+    if owner is None:
+        return f"the target has no publication {publication}; create it, then run the statement"
+    return (
+        f"only the owner of publication {publication} ({owner}) may add tables to it, and the restoring role "
+        f"{role or '(unknown)'} is not; run the statement as {owner}"
+    )
+
+
+def publication_of(statement: str) -> str:
+    """The publication an ``ALTER PUBLICATION <name> ADD ...`` statement alters (unquoted)."""
+    match = _ADD_TO_PUBLICATION.match(statement)
+    if not match:
+        raise RestoreError(f"unexpected publication statement in the archive: {statement!r}")
+    return _unquote(match.group(1))
+
+
+def guarded_membership(statement: str) -> str:
+    """SQL that adds the membership when the restoring role may, and otherwise warns with the
+    exact statement to run, so a plain file restores strictly into either ownership."""
+    publication = publication_of(statement)
+    warning = (
+        f"pgbackup: left out a membership of publication {publication}: only its owner may add tables to it; "
+        f"run as the owner: {statement}"
+    )
+    return (
+        "DO $pgbackup$\nBEGIN\n"
+        f"  IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {_literal(publication)}\n"
+        "             AND pg_has_role(current_user, pubowner, 'USAGE')) THEN\n"
+        f"    {statement}\n"
+        "  ELSE\n"
+        f"    RAISE WARNING '%', {_literal(warning)};\n"
+        "  END IF;\nEND $pgbackup$;\n"
+    )
+
+
+def resolve_memberships(excluded: Iterable[dict[str, str]], facts: TargetFacts) -> list[dict[str, str]]:
+    """What a plain file's conditional memberships come to in this target: restored ones drop
+    out of the list, the others are definite exclusions with their reason."""
+    resolved: list[dict[str, str]] = []
+    for item in excluded:
+        if item.get("conditional") != "true":
+            resolved.append(item)
+            continue
+        publication = item["publication"]
+        if facts.alterable_publications is not None and publication in facts.alterable_publications:
+            continue
+        owner = facts.publication_owners.get(publication)
+        definite = {k: v for k, v in item.items() if k != "conditional"}
+        definite["reason"] = membership_reason(publication, owner, facts.restoring_role)
+        resolved.append(definite)
+    return resolved
+
+
+def warn_left_out_memberships(excluded: Iterable[Mapping[str, str]], target: str) -> None:
+    """Say, for each membership a restore left out, exactly what the publication's owner must run."""
+    for item in excluded:
+        if item.get("statement") and item.get("conditional") != "true":
+            log.warning("restore into %s left out %s (%s); to restore it run: %s",
+                        target, item["entry"], item["reason"], item["statement"])
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _exclusion_reason(
@@ -168,8 +285,6 @@ def _exclusion_reason(
         if entry.name in PLATFORM_PUBLICATIONS:
             return "platform publication; a new project already has it (its user tables are restored)"
         return None
-    if desc == "PUBLICATION TABLE":
-        return None  # a user table in a publication: "enable realtime" survives
     if desc == "TABLE DATA":
         if (entry.schema, entry.name) in MIGRATION_TABLES:
             return MIGRATION_REASON
@@ -221,31 +336,48 @@ def list_toc(archive: Path) -> list[str]:
     return [line for line in out.splitlines() if line and not line.startswith(";")]
 
 
-def trigger_functions(archive: Path, toc_lines: Iterable[str]) -> dict[int, str]:
-    """For each TRIGGER entry on a platform-owned table: the function it executes.
-
-    ``pg_restore -l`` does not show it, so those entries alone are rendered (verbose, to get
-    their ``TOC entry`` headers) and each CREATE TRIGGER is read.
-    """
-    wanted = [e for e in map(parse_toc_line, toc_lines) if e is not None and e.desc == "TRIGGER"
-              and _platform_owned(e)]
-    if not wanted:
+def _rendered_entries(archive: Path, entries: Sequence[TocEntry]) -> dict[int, list[str]]:
+    """The SQL lines ``pg_restore`` writes for each of these entries (verbose, to get their
+    ``TOC entry`` headers), comments and psql meta-commands left out."""
+    if not entries:
         return {}
     with tempfile.TemporaryDirectory(prefix="pgbackup-toc-") as tmp:
-        listing = Path(tmp) / "triggers.list"
-        listing.write_text("".join(e.line + "\n" for e in wanted))
+        listing = Path(tmp) / "entries.list"
+        listing.write_text("".join(e.line + "\n" for e in entries))
         sql = run_tool([find_program("pg_restore"), "--verbose", "-L", str(listing), "-f", "-", str(archive)]).stdout
-    found: dict[int, str] = {}
+    found: dict[int, list[str]] = {}
     current: int | None = None
     for line in sql.splitlines():
         header = _ENTRY_HEADER.match(line)
         if header:
             current = int(header.group(1))
-            continue
-        match = _EXECUTE_FUNCTION.search(line)
-        if match and current is not None:
-            found[current] = match.group(1).strip()
+            found[current] = []
+        elif current is not None and line.strip() and not line.startswith(("--", "\\")):
+            found[current].append(line)  # psql meta-commands (pg_dump's \\unrestrict) are not the entry's
     return found
+
+
+def trigger_functions(archive: Path, toc_lines: Iterable[str]) -> dict[int, str]:
+    """For each TRIGGER entry on a platform-owned table: the function it executes.
+
+    ``pg_restore -l`` does not show it, so those entries alone are rendered and each
+    CREATE TRIGGER is read.
+    """
+    wanted = [e for e in map(parse_toc_line, toc_lines) if e is not None and e.desc == "TRIGGER"
+              and _platform_owned(e)]
+    found: dict[int, str] = {}
+    for dump_id, lines in _rendered_entries(archive, wanted).items():
+        match = _EXECUTE_FUNCTION.search(" ".join(lines))
+        if match:
+            found[dump_id] = match.group(1).strip()
+    return found
+
+
+def membership_statements(archive: Path, toc_lines: Iterable[str]) -> dict[int, str]:
+    """For each publication membership entry: its exact ``ALTER PUBLICATION ... ADD`` statement
+    (identifiers quoted by pg_dump, row filters and column lists included)."""
+    wanted = [e for e in map(parse_toc_line, toc_lines) if e is not None and e.desc in MEMBERSHIP_DESCS]
+    return {dump_id: " ".join(lines) for dump_id, lines in _rendered_entries(archive, wanted).items() if lines}
 
 
 def target_facts(conn: PgConnInfo) -> TargetFacts:
@@ -265,9 +397,19 @@ def target_facts(conn: PgConnInfo) -> TargetFacts:
             cur.execute("SELECT schemaname, tablename, policyname FROM pg_policies WHERE schemaname = ANY(%s)",
                         (schemas,))
             policies = frozenset((s, t, n) for s, t, n in cur.fetchall())
+            cur.execute("SELECT pubname, pg_get_userbyid(pubowner), pg_has_role(current_user, pubowner, 'USAGE')"
+                        " FROM pg_publication")
+            publications = cur.fetchall()
+            cur.execute("SELECT current_user")
+            role = cur.fetchone()[0]
     finally:
         connection.close()
-    return TargetFacts(extensions, triggers, policies)
+    return TargetFacts(
+        extensions, triggers, policies,
+        publication_owners={name: owner for name, owner, _ in publications},
+        alterable_publications=frozenset(name for name, _, alterable in publications if alterable),
+        restoring_role=role,
+    )
 
 
 
