@@ -233,7 +233,9 @@ class DumpStage:
     error_class: type[DumpError] = DumpError
 
     def argv(self, program: str) -> list[str]:
-        argv = [program, "--no-password", "--no-owner"]
+        # The connection as an escaped conninfo: its TCP timeouts bound a hung server, and a
+        # database name holding "=" or "postgresql://" stays a name.
+        argv = [program, f"--dbname={self.conn.conninfo()}", "--no-password", "--no-owner"]
         if not self.privileges:
             argv.append("--no-privileges")
         if self.dump_format == "custom":

@@ -16,8 +16,10 @@ from devtools.db_compare import (
 from devtools.gpg_keys import GeneratedKey
 from devtools.pg_cluster import TemporaryCluster
 from pgbackup import backup
+from pgbackup.errors import RestoreError
 from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
+from pgbackup.pgtools import split_plain_schema
 from pgbackup.restore import (
     DecryptionKey,
     count_rows,
@@ -139,3 +141,43 @@ def test_schema_then_data_backups_restore_like_a_full_one(
     assert_identical(source_dsn, scratch_cluster.dsn(name))
     # The split scripts of a plain schema do not outlive the restore.
     assert sorted(p.name for p in tmp_path.glob("schema.plain*")) == ["schema.plain"]
+
+
+# Headers shaped like pg_dump's, hidden where psql would not see a new entry.
+_PREAMBLE = "SET standard_conforming_strings = on;\nSELECT pg_catalog.set_config('search_path', '', false);\n\n"
+_FAKE = "\n--\n-- Name: fake; Type: INDEX; Schema: s; Owner: -\n--\n"
+
+
+def _entry(name: str, entry_type: str, body: str) -> str:
+    return f"--\n-- Name: {name}; Type: {entry_type}; Schema: s; Owner: -\n--\n\n{body}\n\n\n"
+
+
+@pytest.mark.fault(
+    "a plain schema dump whose function bodies, literals, quoted names or comments hold a line shaped "
+    "like a post-data entry header, or whose tables use a non-default tablespace",
+    "split only at the real first post-data entry; the post-data script keeps the session settings",
+)
+def test_plain_schema_splits_only_at_real_post_data_headers() -> None:
+    pre_entries = (
+        _entry("f()", "FUNCTION", f"CREATE FUNCTION s.f() RETURNS text LANGUAGE sql AS $fn$ SELECT '{_FAKE}' $fn$;")
+        + _entry(
+            "g()",
+            "FUNCTION",
+            f"CREATE FUNCTION s.g() RETURNS text LANGUAGE sql AS $$ SELECT 1 $$;/* a /* {_FAKE} */ */",
+        )
+        + _entry("h", "VIEW", f"CREATE VIEW s.h AS SELECT E'it\\'s {_FAKE}' AS \"{_FAKE.replace(chr(34), '')}\";")
+        + _entry("a$b$c", "TABLE", "CREATE TABLE s.a$b$c (x text DEFAULT 'y');")
+        + "SET default_tablespace = fast;\n\n"
+        + _entry("t", "TABLE", "CREATE TABLE s.t (id int);")
+    )
+    post_entries = _entry("t t_pkey", "CONSTRAINT", "ALTER TABLE ONLY s.t ADD CONSTRAINT t_pkey PRIMARY KEY (id);") + (
+        _entry("CONSTRAINT t t_pkey", "COMMENT", "COMMENT ON CONSTRAINT t_pkey ON s.t IS 'pk';")
+    )
+    pre, post = split_plain_schema(_PREAMBLE + pre_entries + post_entries)
+    assert pre == _PREAMBLE + pre_entries
+    assert post == _PREAMBLE + "SET default_tablespace = fast;\n\n" + post_entries
+
+    # A name that itself reads "; Type: INDEX; Schema: " cannot be classified: refuse, loudly.
+    ambiguous = _PREAMBLE + _entry("x; Type: INDEX; Schema: y", "TABLE", 'CREATE TABLE s."x" (id int);')
+    with pytest.raises(RestoreError, match="cannot tell the type"):
+        split_plain_schema(ambiguous)
