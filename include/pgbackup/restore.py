@@ -9,6 +9,7 @@ the configured queries, and always drops the scratch database.
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import subprocess
@@ -311,7 +312,9 @@ def validate_backup(
     try:
         return _restore_and_compare(manifest, storage, settings, key, workdir, schema_manifest)
     finally:
-        remove_plaintext(workdir / RESTORED_FILE, workdir / SCHEMA_FILE)
+        # The archives and whatever was derived from them (.partial, split or rendered scripts).
+        for name in (RESTORED_FILE, SCHEMA_FILE):
+            remove_plaintext(*workdir.glob(glob.escape(name) + "*"))
 
 
 def _restore_and_compare(
