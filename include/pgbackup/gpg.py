@@ -24,9 +24,11 @@ from pathlib import Path
 
 from pgbackup.errors import EncryptionError
 from pgbackup.pipeline import StageCommand, minimal_environment
-from pgbackup.staging import GNUPG_HOME, kill_gpg_agent, private_run_dir
+from pgbackup.staging import GNUPG_HOME, RUNTIME_DIR_ENV, kill_gpg_agent, private_run_dir
 
 GPG_TIMEOUT_SECONDS = 120  # key import and listing: local work, but an agent can hang
+MAX_SOCKET_PATH_BYTES = 107  # sun_path is 108 bytes with its terminating NUL
+LONGEST_SOCKET_NAME = "S.gpg-agent.browser"
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class Keyring:
         """A keyring in a fresh private runtime folder (short path: agent sockets fit in 108 bytes)."""
         with private_run_dir("gpg-") as run_dir:
             home = run_dir / GNUPG_HOME
+            check_socket_path(home)
             home.mkdir(mode=0o700)
             try:
                 yield cls(home)
@@ -132,6 +135,16 @@ class Keyring:
     def import_private_key(self, armored: str, passphrase: str | None) -> None:
         self.import_keys(armored.encode(), "the decryption key connection")
         self.passphrase = passphrase
+
+
+def check_socket_path(home: Path) -> None:
+    """gpg-agent cannot listen on a socket path longer than the kernel's limit; say so up front."""
+    longest = home / LONGEST_SOCKET_NAME
+    if len(os.fsencode(longest)) > MAX_SOCKET_PATH_BYTES:
+        raise EncryptionError(
+            f"gpg keyring folder {home} is too deep for gpg-agent's socket ({len(os.fsencode(longest))} bytes, "
+            f"the limit is {MAX_SOCKET_PATH_BYTES}); set {RUNTIME_DIR_ENV} to a shorter private folder"
+        )
 
 
 def _usable_key(query: str, colons: str, now: float) -> RecipientKey:
