@@ -48,8 +48,9 @@ GPG_DAEMONS = (b"gpg-agent", b"dirmngr", b"keyboxd", b"scdaemon")
 def runtime_root() -> Path:
     """The per-user 0700 parent of the runtime folders.
 
-    ``$PGBACKUP_RUNTIME_DIR`` if set, else ``$XDG_RUNTIME_DIR/pgbackup`` (a tmpfs: keys never reach
-    a disk), else ``/tmp/pgbackup-<uid>``. It is checked to be ours, a real folder and private.
+    ``$PGBACKUP_RUNTIME_DIR`` if set, else ``$XDG_RUNTIME_DIR/pgbackup``, else
+    ``/dev/shm/pgbackup-<uid>`` (both memory file systems: a key never reaches a disk), else
+    ``/tmp/pgbackup-<uid>``. It is checked to be ours, a real folder and private.
     """
     configured = os.environ.get(RUNTIME_DIR_ENV)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
@@ -57,6 +58,8 @@ def runtime_root() -> Path:
         root = Path(configured)
     elif xdg and os.path.isdir(xdg):
         root = Path(xdg) / "pgbackup"
+    elif os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        root = Path("/dev/shm") / f"pgbackup-{os.getuid()}"
     else:
         root = Path("/tmp") / f"pgbackup-{os.getuid()}"
     with contextlib.suppress(FileExistsError):

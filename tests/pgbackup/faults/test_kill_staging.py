@@ -124,3 +124,15 @@ def test_child_environment_keeps_only_path_locale_time_and_home(monkeypatch: pyt
     allowed = {"PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH", "GNUPGHOME"}
     assert [key for key in env if key not in allowed and not key.startswith("LC_")] == []
     assert env["LC_ALL"] == "C.UTF-8" and env["TZ"] == "UTC" and env["GNUPGHOME"] == "/x" and "PATH" in env
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
+def test_keyrings_default_to_a_private_folder_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RUNTIME_DIR_ENV, raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with Keyring.temporary() as keyring:
+        root = keyring.home.parent.parent
+        assert root == Path("/dev/shm") / f"pgbackup-{os.getuid()}"
+        assert oct(root.stat().st_mode & 0o777) == "0o700"
+        assert oct(keyring.home.parent.stat().st_mode & 0o777) == "0o700"
+    assert not keyring.home.parent.exists()
