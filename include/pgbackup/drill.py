@@ -118,6 +118,7 @@ class DrillRecord:
     plaintext_bytes: int | None = None
     scratch_database: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    key_import_seconds: float | None = None  # part of decrypt: the private key into a throwaway keyring
     rto_seconds: float | None = None
     objectives: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables_checked: int = 0
@@ -217,6 +218,7 @@ def run_drill(
         end()
         begin("decrypt")
         with decryption_keyring(key) as keyring:
+            record.key_import_seconds = round(time.monotonic() - phase_started, 3)
             record.plaintext_bytes = fetch_plaintext(manifest, local, keyring, archive)["plaintext_bytes"]
         shutil.rmtree(fetched_dir, ignore_errors=True)  # the disk a large restore needs next
         end()
