@@ -270,7 +270,9 @@ def test_audit_streams_with_bounded_memory(tmp_path: Path, caplog: pytest.LogCap
     assert len(progress) > 10 and "48.0 of 48.0 MB re-read (100%)" in progress[-1]
 
 
-def test_audit_throughput(tmp_path: Path, moto: MotoServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_throughput(
+    tmp_path: Path, moto: MotoServer, gcs: GcsEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Figures for the notes: AUDIT_BENCH_MB=200 for the issue's measurement (default small)."""
     size = int(os.environ.get("AUDIT_BENCH_MB", "16")) * MiB
     source = tmp_path / "big.bin"
@@ -282,8 +284,11 @@ def test_audit_throughput(tmp_path: Path, moto: MotoServer, capsys: pytest.Captu
     moto.create_bucket(bucket)
     s3 = open_storage(f"s3://{bucket}", endpoint_url=moto.endpoint_url, force_path_style=True, **moto.credentials)
     local = open_storage(f"file://{tmp_path}/store")
+    gcs_bucket = f"t-{uuid.uuid4().hex[:12]}"
+    gcs.create_bucket(gcs_bucket)
+    gs = open_storage(f"gs://{gcs_bucket}", endpoint=gcs.endpoint)
     figures = {}
-    for name, storage in (("local", local), ("s3", s3)):
+    for name, storage in (("local", local), ("s3", s3), ("gcs", gs)):
         uploaded = storage.put_file("projectx/monthly/2026-12/backup_20261206_030000_ab12.dump.zst.gpg", source)
         manifest = make_manifest("full", 6, b"", tier="monthly")
         manifest.object_key = uploaded.key
