@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,6 +35,7 @@ from pgbackup.errors import ConfigError, RestoreError
 from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.profiles import supabase
+from pgbackup.profiles.supabase import toc
 from pgbackup.restore import DecryptionKey, ValidationSettings, decryption_keyring, fetch_plaintext, validate_backup
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
@@ -509,9 +510,19 @@ def test_filter_toc_leaves_out_memberships_of_a_publication_the_restorer_does_no
         "reason": "only the owner of publication supabase_realtime (supabase_admin) may add tables to it, and the "
                   "restoring role postgres is not; run the statement as supabase_admin",
     }]
-    # No target to ask (a plain file rendered at backup time): the SQL decides when it runs.
+    # No target to ask (a plain file rendered at backup time): the SQL decides when it runs,
+    # and a restore resolves the record against the target it asked first.
     _, conditional = supabase.filter_toc(lines, "full", supabase.TargetFacts(), {}, {3623: statement})
     assert conditional[0]["conditional"] == "true" and conditional[0]["statement"] == statement
+    assert toc.resolve_memberships(conditional, by_admin) == excluded
+    by_postgres = replace(by_admin, alterable_publications=frozenset({"supabase_realtime"}))
+    assert toc.resolve_memberships(conditional, by_postgres) == []
+    # A user's own publication is created by the restore itself, so its memberships are kept.
+    own = ["3624; 6106 16696 PUBLICATION TABLE public my_pub Room Events postgres"]
+    own_statement = {3624: 'ALTER PUBLICATION my_pub ADD TABLE ONLY public."Room Events";'}
+    assert supabase.filter_toc(own, "full", by_admin, {}, own_statement) == (own, [])
+    _, own_conditional = supabase.filter_toc(own, "full", supabase.TargetFacts(), {}, own_statement)
+    assert toc.resolve_memberships(own_conditional, by_admin) == []
 
 
 # -- who owns supabase_realtime (issue 7 item 11) and the documented hand restores (item 12) ---------

@@ -188,21 +188,26 @@ def _membership_left_out(entry: TocEntry, facts: TargetFacts, statement: str) ->
         )
         record["conditional"] = "true"
         return record
-    if publication in facts.alterable_publications:
+    reason = _membership_reason(publication, facts)
+    if reason is None:
         return None
-    owner = facts.publication_owners.get(publication)
-    if owner is None and publication not in PLATFORM_PUBLICATIONS:
-        return None  # a user publication the restore itself creates, owned by the restoring role
-    record["reason"] = membership_reason(publication, owner, facts.restoring_role)
+    record["reason"] = reason
     return record
 
 
-def membership_reason(publication: str, owner: str | None, role: str) -> str:
+def _membership_reason(publication: str, facts: TargetFacts) -> str | None:
+    """Why the restoring role cannot add tables to ``publication`` in the target; None if it can."""
+    assert facts.alterable_publications is not None
+    if publication in facts.alterable_publications:
+        return None
+    owner = facts.publication_owners.get(publication)
     if owner is None:
+        if publication not in PLATFORM_PUBLICATIONS:
+            return None  # a user publication the restore itself creates, owned by the restoring role
         return f"the target has no publication {publication}; create it, then run the statement"
     return (
         f"only the owner of publication {publication} ({owner}) may add tables to it, and the restoring role "
-        f"{role or '(unknown)'} is not; run the statement as {owner}"
+        f"{facts.restoring_role or '(unknown)'} is not; run the statement as {owner}"
     )
 
 
@@ -234,20 +239,16 @@ def guarded_membership(statement: str) -> str:
 
 
 def resolve_memberships(excluded: Iterable[dict[str, str]], facts: TargetFacts) -> list[dict[str, str]]:
-    """What a plain file's conditional memberships come to in this target: restored ones drop
-    out of the list, the others are definite exclusions with their reason."""
+    """What a plain file's conditional memberships come to in ``facts``' target (asked before
+    the file runs): restored ones drop out of the list, the others are definite exclusions."""
     resolved: list[dict[str, str]] = []
     for item in excluded:
         if item.get("conditional") != "true":
             resolved.append(item)
             continue
-        publication = item["publication"]
-        if facts.alterable_publications is not None and publication in facts.alterable_publications:
-            continue
-        owner = facts.publication_owners.get(publication)
-        definite = {k: v for k, v in item.items() if k != "conditional"}
-        definite["reason"] = membership_reason(publication, owner, facts.restoring_role)
-        resolved.append(definite)
+        reason = _membership_reason(item["publication"], facts)
+        if reason is not None:
+            resolved.append({**{k: v for k, v in item.items() if k != "conditional"}, "reason": reason})
     return resolved
 
 
