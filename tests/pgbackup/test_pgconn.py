@@ -106,3 +106,31 @@ def test_conninfo_carries_a_hostile_user_name(pg_cluster: TemporaryCluster) -> N
         assert result.stdout.rstrip("\n") == role
     finally:
         pg_cluster.execute(f"DROP ROLE {quote_ident(role)}")
+
+
+def test_every_session_carries_the_connect_tcp_and_statement_bounds(pg_cluster: TemporaryCluster) -> None:
+    import psycopg2.errors
+
+    target = PgConnInfo(
+        pg_cluster.host,
+        pg_cluster.port,
+        pg_cluster.user,
+        "postgres",
+        pg_cluster.password,
+        connect_timeout=7,
+        statement_timeout_ms=1500,
+        tcp_user_timeout_ms=30_000,
+    )
+    session = connect(target, autocommit=False)
+    try:
+        used = session.get_dsn_parameters()
+        assert used["connect_timeout"] == "7" and used["tcp_user_timeout"] == "30000"
+        assert used["keepalives"] == "1" and used["keepalives_idle"] == "30"
+        assert session.autocommit is False
+        with session.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone() == ("1500ms",)
+            with pytest.raises(psycopg2.errors.QueryCanceled, match="statement timeout"):
+                cursor.execute("SELECT pg_sleep(5)")
+    finally:
+        session.close()
