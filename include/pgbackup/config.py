@@ -508,10 +508,191 @@ class DailyScheduleConfig(_Section):
         return None
 
 
+def _check_time_of_day(value: str) -> str:
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise _invalid(f"expected a UTC time of day like '03:00' (HH:MM, 00:00 to 23:59), got {value!r}")
+    return value
+
+
+TimeOfDay = Annotated[str, Strict(), AfterValidator(_check_time_of_day)]
+Hours = Annotated[_Finite, _positive_up_to(24 * MAX_RETENTION_DAYS, "hours")]
+
+
+class WeeklyScheduleConfig(_Section):
+    """The seed's weekly cycle: a full backup Sunday 02:00 UTC into ``weekly/week_NN_YYYY/``.
+
+    The seed's 04:00 validation and 06:00 cleanup are deadlines, not idle waits: a run not
+    finished ``validated_by_minutes`` / ``pruned_by_minutes`` after it was queued alerts Slack.
+    """
+
+    where: ClassVar[str] = "schedule.weekly"
+
+    cron: Cron = "0 2 * * 0"
+    validated_by_minutes: DeadlineMinutes = 120.0
+    pruned_by_minutes: DeadlineMinutes = 240.0
+
+    @model_validator(mode="after")
+    def _in_order(self) -> WeeklyScheduleConfig:
+        if self.validated_by_minutes > self.pruned_by_minutes:
+            raise _invalid(
+                f"must not be later than pruned_by_minutes ({self.pruned_by_minutes:g}): a backup is validated "
+                f"before it is pruned, got {self.validated_by_minutes:g}",
+                "validated_by_minutes",
+            )
+        return self
+
+
+class MonthlyScheduleConfig(_Section):
+    """The monthly cycle, on the first Sunday of each month only (cron cannot say it: see
+    ``pgbackup_airflow.timetables``): backup, audit, recovery drill, strategy report."""
+
+    where: ClassVar[str] = "schedule.monthly"
+
+    time: TimeOfDay = "03:00"
+    deadline_minutes: DeadlineMinutes = 360.0
+
+    @property
+    def hour(self) -> int:
+        return int(self.time.split(":")[0])
+
+    @property
+    def minute(self) -> int:
+        return int(self.time.split(":")[1])
+
+
 class ScheduleConfig(_Section):
     where: ClassVar[str] = "schedule"
 
     daily: DailyScheduleConfig = DailyScheduleConfig()
+    weekly: WeeklyScheduleConfig = WeeklyScheduleConfig()
+    monthly: MonthlyScheduleConfig = MonthlyScheduleConfig()
+
+
+class RpoConfig(_Section):
+    """Recovery point objectives: the newest verified backup of each tier may be at most this old.
+
+    Weekly: 7 days plus a day of slack; monthly: first Sundays can be five weeks apart.
+    """
+
+    where: ClassVar[str] = "monitor.rpo_hours"
+
+    daily: Hours = 26.0
+    weekly: Hours = 8 * 24.0
+    monthly: Hours = 36 * 24.0
+
+    def hours_for(self, tier: str) -> float:
+        return float(getattr(self, tier))
+
+
+def _fraction(value: float) -> float:
+    if not 0 < value < 1:
+        raise _invalid(f"expected a fraction between 0 and 1 (exclusive), got {value:g}")
+    return value
+
+
+def _multiple(value: float) -> float:
+    if not 1 < value <= 1000:
+        raise _invalid(f"expected a multiple above 1 (at most 1000), got {value:g}")
+    return value
+
+
+Fraction = Annotated[_Finite, AfterValidator(_fraction)]
+Multiple = Annotated[_Finite, AfterValidator(_multiple)]
+
+
+class SizeAnomalyConfig(_Section):
+    """A backup much smaller or larger than the median of the last ``history`` of its kind and tier."""
+
+    where: ClassVar[str] = "monitor.size"
+
+    history: Annotated[int, Strict(), _int_between(1, 1000)] = 10
+    min_history: Annotated[int, Strict(), _int_between(1, 1000)] = 3
+    low_ratio: Fraction = 0.5
+    high_ratio: Multiple = 2.0
+    floor_bytes: Annotated[int, Strict(), _int_between(0, 2**50)] = 1_048_576  # the seed's "< 1 MB"
+
+    @model_validator(mode="after")
+    def _enough_history(self) -> SizeAnomalyConfig:
+        if self.min_history > self.history:
+            raise _invalid(f"must not exceed history ({self.history}), got {self.min_history}", "min_history")
+        return self
+
+
+class RowDropConfig(_Section):
+    """A table whose snapshot row count fell sharply against the previous backup."""
+
+    where: ClassVar[str] = "monitor.rows"
+
+    drop_fraction: Fraction = 0.5
+    min_rows: Annotated[int, Strict(), _int_between(0, 2**62)] = 100
+
+
+class SupabaseMonitorConfig(_Section):
+    """Supabase's own backups of one supabase-profile target, read through the Management API.
+
+    ``conn_id``: an Airflow connection whose password is a Supabase personal access token,
+    with extra ``{"project_ref": "<ref>"}`` (and ``base_url`` for another API host).
+    """
+
+    where: ClassVar[str] = "monitor.supabase"
+
+    target: Name
+    conn_id: ConnId
+    max_age_hours: Hours = 26.0
+    require_pitr: Flag = False
+    pitr_max_lag_minutes: DeadlineMinutes = 60.0
+
+
+class MonitorConfig(_Section):
+    """``pg_backup_monitor``: hourly checks, plus the seed's 07:00 daily health check."""
+
+    where: ClassVar[str] = "monitor"
+
+    cron: Cron = "0 * * * *"
+    health_check_cron: Cron = "0 7 * * *"
+    deadline_minutes: DeadlineMinutes = 30.0
+    realert_minutes: DeadlineMinutes = 240.0
+    rpo_hours: RpoConfig = RpoConfig()
+    size: SizeAnomalyConfig = SizeAnomalyConfig()
+    rows: RowDropConfig = RowDropConfig()
+    supabase: tuple[SupabaseMonitorConfig, ...] = ()
+
+
+class RecoveryConfig(_Section):
+    """The seed's recovery time objectives, which the monthly drill measures against."""
+
+    where: ClassVar[str] = "recovery"
+
+    rto_critical_minutes: DeadlineMinutes = 15.0
+    rto_full_minutes: DeadlineMinutes = 60.0
+    drill_tier: Annotated[str, Strict(), _one_of(*TIERS)] = "monthly"
+
+    @model_validator(mode="after")
+    def _critical_first(self) -> RecoveryConfig:
+        if self.rto_critical_minutes > self.rto_full_minutes:
+            raise _invalid(
+                f"must not exceed rto_full_minutes ({self.rto_full_minutes:g}): critical data is part of the "
+                f"database, got {self.rto_critical_minutes:g}",
+                "rto_critical_minutes",
+            )
+        return self
+
+
+def _non_negative(value: float, unit: str) -> float:
+    if not 0 <= value <= 24 * MAX_RETENTION_DAYS:
+        raise _invalid(f"expected 0 or more {unit} (at most {24 * MAX_RETENTION_DAYS}), got {value:g}")
+    return value
+
+
+class AuditConfig(_Section):
+    """The monthly audit of every stored object."""
+
+    where: ClassVar[str] = "audit"
+
+    # An object with no manifest younger than this is an upload in flight, not an orphan.
+    orphan_grace_hours: Annotated[_Finite, AfterValidator(lambda v: _non_negative(v, "hours"))] = 6.0
+    progress_interval_seconds: Annotated[_Finite, _positive_up_to(3600, "seconds")] = 10.0
 
 
 class SlackConfig(_Section):
@@ -559,6 +740,9 @@ class PgBackupConfig(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     slack: SlackConfig = SlackConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+    audit: AuditConfig = AuditConfig()
     staging_dir: AbsolutePath = "/tmp/pgbackup-staging"
     owner: Text = "data-platform"
     retries: Annotated[int, Strict(), _int_between(0, 100)] = 2
@@ -588,6 +772,17 @@ class PgBackupConfig(_Section):
                 f"found {primaries or 'none'}",
                 "destinations",
             )
+        for index, watched in enumerate(self.monitor.supabase):
+            where = f"monitor.supabase[{index}].target"
+            known = {t.name: t for t in self.targets}
+            if watched.target not in known:
+                raise _invalid(f"{watched.target!r} is not one of the targets ({', '.join(known)})", where)
+            if known[watched.target].profile != "supabase":
+                raise _invalid(
+                    f"target {watched.target!r} has profile {known[watched.target].profile}; Supabase-managed "
+                    "backups are checked only for profile supabase",
+                    where,
+                )
         if isinstance(info.context, dict) and "source_file" in info.context:
             self._source_file = str(info.context["source_file"])
         return self
