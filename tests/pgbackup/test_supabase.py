@@ -598,8 +598,8 @@ def assert_memberships_left_out(owned: OwnedProject, excluded: list[dict[str, st
 
 
 @pytest.mark.fault(
-    "supabase_realtime owned by supabase_admin (Supabase's initial schema) with user tables in it; "
-    "validation restores as postgres (custom, plain, schema + data pairs)",
+    "supabase_realtime owned by supabase_admin (Supabase's initial schema) or by postgres, with user tables in "
+    "it; validation restores as postgres (custom, plain, schema + data pairs)",
     "validation passes; the memberships are left out, listed in the record's excluded with the exact "
     "ALTER PUBLICATION statement, and logged as a warning; with postgres as owner they are restored",
 )
@@ -628,10 +628,11 @@ def test_validation_passes_whoever_owns_the_realtime_publication(
 
 
 @pytest.mark.fault(
-    "supabase_realtime owned by supabase_admin with user tables in it; a backup restored by hand with the "
-    "README's commands (plain psql, plain pair, custom and custom pair through the engine)",
-    "each command exits 0 in one strict transaction, warning with the exact ALTER PUBLICATION statement for "
-    "each membership it left out; after the owner runs them the project equals the source",
+    "supabase_realtime owned by supabase_admin or by postgres, with user tables in it; a backup restored by hand "
+    "with the README's commands (plain psql, plain pair, custom and custom pair through the engine)",
+    "each command exits 0 in one strict transaction; memberships are restored when postgres owns the publication, "
+    "else a warning gives the exact ALTER PUBLICATION statement for each; after the owner runs them the "
+    "project equals the source",
 )
 @pytest.mark.parametrize("how", ["plain", "plain schema + data pair", "custom", "custom schema + data pair"])
 def test_readme_hand_restore_works_whoever_owns_the_realtime_publication(
