@@ -46,6 +46,8 @@ class Profile:
     keep_privileges = False
     # A plain-format backup is an archive rendered to SQL by the profile (render_plain).
     renders_plain_from_archive = False
+    # Validation needs a scratch database shaped like the host (validation.scratch_template).
+    needs_scratch_template = False
     schema_exclusions: tuple[str, ...] = ()
     exclusion_reason = ""
 
@@ -77,6 +79,7 @@ _PROFILES = {
     "plain": "pgbackup.profiles.plain:PlainProfile",
     "supabase": "pgbackup.profiles.supabase.profile:SupabaseProfile",
 }
+PROFILE_NAMES = tuple(_PROFILES)
 
 
 @cache

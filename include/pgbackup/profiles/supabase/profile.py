@@ -34,6 +34,8 @@ class SupabaseProfile(Profile):
     name = "supabase"
     keep_privileges = True
     renders_plain_from_archive = True
+    # An empty database proves nothing about a restore into a Supabase project.
+    needs_scratch_template = True
     # Only platform state and secrets encrypted with the project's key leave every dump; platform
     # schemas stay (their rows are user data), the restore's TOC filter does the rest.
     schema_exclusions = NO_DATA_SCHEMAS
