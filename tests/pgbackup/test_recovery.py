@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,9 @@ import pytest
 from devtools.db_compare import compare_databases, psql_file
 from devtools.gpg_keys import GeneratedKey
 from devtools.pg_cluster import TemporaryCluster
-from pgbackup import recovery
+from pgbackup import envconn, recovery
 from pgbackup.catalog import read_catalog
-from pgbackup.config import CompressionConfig, EncryptionConfig
+from pgbackup.config import CompressionConfig, EncryptionConfig, TimeoutsConfig
 from pgbackup.errors import ConfigError, RestoreError
 from pgbackup.manifest import Manifest, iso, utcnow
 from pgbackup.pgconn import PgConnInfo
@@ -382,3 +383,114 @@ def test_data_only_into_an_existing_database_replaces_its_rows(
         assert compare_databases(_dsn(pg_cluster, source_db), pg_cluster.dsn("damaged")) == []
     finally:
         pg_cluster.drop_database("damaged")
+
+
+def test_default_database_name_comes_from_the_backup_time() -> None:
+    manifest = Manifest("projectx-full-x", "projectx", "full", "daily", "k", "2026-11-27T06:00:02Z")
+    assert recovery.default_database_name(manifest) == "projectx_restored_20261127_060002"
+    recovery.check_database_name(recovery.default_database_name(manifest))
+
+
+# -- connections for the break-glass CLI (envconn): AIRFLOW_CONN_* first, then the tools' defaults --
+
+
+def test_postgres_connection_from_env_uri_carries_the_timeouts() -> None:
+    timeouts = TimeoutsConfig(connect_seconds=7, statement_minutes=2)
+    env = {"AIRFLOW_CONN_PROJECTX_DB": "postgresql://app:p%40ss@db.example.com:6000/appdb?sslmode=require"}
+    conn = envconn.postgres_conn_info("projectx_db", None, "target projectx", timeouts, env)
+    assert (conn.host, conn.port, conn.user, conn.dbname, conn.password, conn.sslmode) == (
+        "db.example.com",
+        6000,
+        "app",
+        "appdb",
+        "p@ss",
+        "require",
+    )
+    assert conn.connect_timeout == 7 and conn.statement_timeout_ms == 120_000
+    assert envconn.postgres_conn_info("projectx_db", "other", "t", timeouts, env).dbname == "other"
+    with pytest.raises(ConfigError, match="AIRFLOW_CONN_PROJECTX_DB: connection 'projectx_db' has type 'aws'"):
+        envconn.postgres_conn_info("projectx_db", None, "t", timeouts, {"AIRFLOW_CONN_PROJECTX_DB": "aws://a:b@"})
+
+
+def test_unset_postgres_connection_falls_back_to_libpq_defaults_and_pgpass(
+    pg_cluster: TemporaryCluster, tmp_path: Path
+) -> None:
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(
+        f"# comment\nother:*:*:*:wrong\n{pg_cluster.host}:{pg_cluster.port}:*:postgres:"
+        + pg_cluster.password.replace("\\", "\\\\").replace(":", "\\:")
+        + "\n"
+    )
+    passfile.chmod(0o600)
+    env = {
+        "PGHOST": pg_cluster.host,
+        "PGPORT": str(pg_cluster.port),
+        "PGUSER": "postgres",
+        "PGPASSFILE": str(passfile),
+        "HOME": str(tmp_path),
+    }
+    conn = envconn.postgres_conn_info("projectx_db", "postgres", "t", TimeoutsConfig(), env)
+    assert conn.password == pg_cluster.password and "libpq defaults" in conn.label
+    assert recovery.database_exists(conn)  # a real connection with those values
+    service_file = tmp_path / "services.conf"
+    service_file.write_text(f"[dr]\nhost={pg_cluster.host}\nport={pg_cluster.port}\nuser=postgres\ndbname=postgres\n")
+    env = {"PGSERVICE": "dr", "PGSERVICEFILE": str(service_file), "PGPASSFILE": str(passfile), "HOME": str(tmp_path)}
+    conn = envconn.postgres_conn_info("projectx_db", None, "t", TimeoutsConfig(), env)
+    assert (conn.host, conn.port, conn.dbname, conn.password) == (
+        pg_cluster.host,
+        pg_cluster.port,
+        "postgres",
+        pg_cluster.password,
+    )
+    with pytest.raises(ConfigError, match="PGSERVICE='nope': no such service"):
+        envconn.postgres_conn_info("projectx_db", None, "t", TimeoutsConfig(), {**env, "PGSERVICE": "nope"})
+
+
+def test_storage_and_key_connections() -> None:
+    aws = envconn.parse_json(
+        "aws_default",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIA",
+                "password": "secret",
+                "extra": {
+                    "endpoint_url": "http://127.0.0.1:9",
+                    "region_name": "eu-west-1",
+                    "config_kwargs": {"s3": {"addressing_style": "path"}},
+                },
+            }
+        ),
+    )
+    assert envconn.aws_storage_options(aws) == {
+        "aws_access_key_id": "AKIA",
+        "aws_secret_access_key": "secret",
+        "endpoint_url": "http://127.0.0.1:9",
+        "region_name": "eu-west-1",
+        "force_path_style": True,
+    }
+    with pytest.raises(ConfigError, match="role_arn is not supported outside Airflow"):
+        envconn.aws_storage_options(
+            envconn.parse_uri("aws_default", "aws://?role_arn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fx")
+        )
+    gcp = envconn.parse_json("gcp", '{"conn_type": "google_cloud_platform", "extra": {"project": "p1"}}')
+    assert envconn.gcs_storage_options(gcp) == {"project": "p1"}
+    with pytest.raises(ConfigError, match="unusable service account key"):
+        envconn.gcs_storage_options(
+            envconn.parse_json(
+                "gcp", '{"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": "{\\"type\\": \\"x\\"}"}}'
+            )
+        )
+    with pytest.raises(ConfigError, match="no decryption key: AIRFLOW_CONN_PGBACKUP_GPG_PRIVATE_KEY is not set"):
+        envconn.decryption_key("pgbackup_gpg_private_key", {})
+    with pytest.raises(ConfigError, match="needs an extra field private_key"):
+        envconn.decryption_key("k", {"AIRFLOW_CONN_K": '{"conn_type": "generic", "password": "x"}'})
+    key = envconn.decryption_key(
+        "k",
+        {
+            "AIRFLOW_CONN_K": json.dumps(
+                {"conn_type": "generic", "password": "pp", "extra": {"private_key": "-----BEGIN PGP-----"}}
+            )
+        },
+    )
+    assert key.passphrase == "pp" and "BEGIN" not in repr(key)
