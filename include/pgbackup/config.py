@@ -463,26 +463,114 @@ class EncryptionConfig(_Section):
         return value
 
 
+def _check_min_keep(value: int) -> int:
+    if not 1 <= value <= 10_000:
+        raise _invalid(f"expected 1..10000 (the newest verified backup is always kept), got {value}")
+    return value
+
+
+MinKeep = Annotated[int, Strict(), AfterValidator(_check_min_keep)]
+KeepCount = Annotated[int, Strict(), _int_between(1, 10_000, " backups")]
+
+
+class TierRetention(_Section):
+    """One tier's rule: an age (``days``), a count of verified backups (``keep``), or both.
+
+    A backup is kept while either rule keeps it: ``{days: 90, keep: 8}`` keeps every weekly
+    backup of the last 90 days and, beyond that, the newest 8 verified ones.
+    """
+
+    where: ClassVar[str] = "retention.<tier>"
+
+    days: Days | None = None
+    keep: KeepCount | None = None
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> TierRetention:
+        if self.days is None and self.keep is None:
+            raise _invalid(
+                "expected days (an age), keep (a count of verified backups) or both, e.g. {days: 90, keep: 8}"
+            )
+        return self
+
+    def describe(self) -> str:
+        rules = ([f"{self.days} days"] if self.days is not None else []) + (
+            [f"the newest {self.keep} verified"] if self.keep is not None else []
+        )
+        return " or ".join(rules)
+
+
+class RetentionOverride(_Section):
+    """What one destination keeps differently (``retention.by_destination.<name>``); the rest is inherited."""
+
+    where: ClassVar[str] = "retention.by_destination.<name>"
+
+    daily: TierRetention | None = None
+    weekly: TierRetention | None = None
+    monthly: TierRetention | None = None
+    min_keep: MinKeep | None = None
+    unverified_grace_days: Days | None = None
+    delete_unverified_after_grace: Flag | None = None
+    dry_run: Flag | None = None
+
+
 class RetentionConfig(_Section):
+    """Retention per tier, each as an age and/or a count, at every destination on its own catalog.
+
+    The older form ``daily_days: 30`` is still read as ``daily: {days: 30}`` (giving both
+    forms of one tier is an error); ``daily_days`` and the like always mirror the tier's days.
+    """
+
     where: ClassVar[str] = "retention"
 
-    daily_days: Days = 30
-    weekly_days: Days = 90
-    monthly_days: Days = 365
-    min_keep: Annotated[int, Strict()] = 3
+    daily: TierRetention = TierRetention(days=30)
+    weekly: TierRetention = TierRetention(days=90)
+    monthly: TierRetention = TierRetention(days=365)
+    min_keep: MinKeep = 3
+    # A backup not verified (pending or failed) is kept this long, then reported; deleted only
+    # if the flag says so, and even then only with a newer verified backup of its kind and tier.
+    unverified_grace_days: Days = 7
+    delete_unverified_after_grace: Flag = False
     dry_run: Flag = False
+    by_destination: dict[Name, RetentionOverride] = Field(default_factory=dict)
+    # The older form, read into the tiers above.
+    daily_days: Days | None = None
+    weekly_days: Days | None = None
+    monthly_days: Days | None = None
 
-    @field_validator("min_keep")
-    @classmethod
-    def _keeps_one(cls, value: int) -> int:
-        if not 1 <= value <= 10_000:
-            raise _invalid(
-                f"expected 1..10000 (the newest verified backup is always kept), got {value}",
-            )
-        return value
+    @model_validator(mode="after")
+    def _older_form(self) -> RetentionConfig:
+        for tier in TIERS:
+            older = f"{tier}_days"
+            if older in self.model_fields_set and tier in self.model_fields_set:
+                raise _invalid(
+                    f"give either {older}: N (the older form) or {tier}: {{days: N, keep: M}}, not both",
+                    older,
+                )
+            if older in self.model_fields_set and getattr(self, older) is not None:
+                # Frozen, but still being built: the only moment a field may be set.
+                object.__setattr__(self, tier, TierRetention(days=getattr(self, older)))
+            object.__setattr__(self, older, getattr(self, tier).days)
+        return self
 
-    def days_for(self, tier: str) -> int:
-        return int(getattr(self, f"{tier}_days"))
+    def tier(self, name: str) -> TierRetention:
+        if name not in TIERS:
+            raise ConfigError(f"retention: no tier {name!r} (tiers: {', '.join(TIERS)})")
+        policy: TierRetention = getattr(self, name)
+        return policy
+
+    def days_for(self, tier: str) -> int | None:
+        return self.tier(tier).days
+
+    def for_destination(self, name: str) -> RetentionConfig:
+        """The policy one destination applies: this one, with its ``by_destination`` entry over it."""
+        override = self.by_destination.get(name)
+        if override is None:
+            return self
+        changes: dict[str, Any] = {key: value for key, value in override if value is not None}
+        for tier in TIERS:
+            changes[f"{tier}_days"] = (changes.get(tier) or self.tier(tier)).days
+        return self.model_copy(update={**changes, "by_destination": {}})
 
 
 class DailyScheduleConfig(_Section):
@@ -783,6 +871,10 @@ class PgBackupConfig(_Section):
                     "backups are checked only for profile supabase",
                     where,
                 )
+        for name in self.retention.by_destination:
+            if name not in {d.name for d in self.destinations}:
+                names = ", ".join(d.name for d in self.destinations)
+                raise _invalid(f"{name!r} is not one of the destinations ({names})", f"retention.by_destination.{name}")
         if isinstance(info.context, dict) and "source_file" in info.context:
             self._source_file = str(info.context["source_file"])
         return self

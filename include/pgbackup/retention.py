@@ -1,13 +1,21 @@
 """Retention decided from manifests only, never from file ages.
 
-Rules, per (kind, tier):
+Each destination is pruned on its own catalog with its own policy
+(``RetentionConfig.for_destination``). Rules, per (kind, tier) of that catalog:
 - the newest ``min_keep`` verified backups are always kept;
-- a backup is deleted only when it is older than the tier's window AND a newer verified
+- a tier's rule is an age (``days``), a count (``keep``: the newest N verified) or both;
+  a verified backup is kept while either keeps it;
+- a backup is deleted only when its tier's rule no longer keeps it AND a newer verified
   backup of the same kind and tier exists;
+- a backup not verified (pending or failed) is kept for ``unverified_grace_days``; past
+  that it is reported (plan.unverified), and deleted only when
+  ``delete_unverified_after_grace`` is set (and a newer verified backup exists);
 - with no verified backup at all, nothing is deleted;
 - an incomplete object (no manifest) is removed once it is older than a grace period and
   a verified backup exists, so an in-flight upload is never touched;
-- if the listing fails, nothing is deleted (read_catalog raises).
+- if the listing fails, nothing is deleted (read_catalog raises);
+- manifests are deleted first, then (only if all of them went) their objects: a deletion
+  cut short leaves incomplete objects, never a listed backup that is missing its data.
 
 Dates are checked before they are trusted (``catalog.suspicion``): a manifest dated more
 than ``clock_skew`` (default 10 minutes) in the future, or after the storage's own
@@ -29,7 +37,7 @@ from datetime import datetime, timedelta
 
 from pgbackup.catalog import CLOCK_SKEW_TOLERANCE, Catalog, read_catalog, suspicion
 from pgbackup.config import RetentionConfig
-from pgbackup.manifest import manifest_key, utcnow
+from pgbackup.manifest import Manifest, manifest_key, utcnow
 from pgbackup.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -46,9 +54,10 @@ class PruneDecision:
 @dataclass
 class PrunePlan:
     delete: list[PruneDecision] = field(default_factory=list)
-    keep: list[PruneDecision] = field(default_factory=list)  # everything kept, the two below included
+    keep: list[PruneDecision] = field(default_factory=list)  # everything kept, the three below included
     suspect: list[PruneDecision] = field(default_factory=list)  # object keys, why the date is not believed
     unreadable: list[PruneDecision] = field(default_factory=list)  # manifest keys, why they were refused
+    unverified: list[PruneDecision] = field(default_factory=list)  # not verified past the grace period
 
     def as_dict(self) -> dict[str, list[dict[str, str]]]:
         return {
@@ -58,6 +67,7 @@ class PrunePlan:
                 ("keep", self.keep),
                 ("suspect", self.suspect),
                 ("unreadable", self.unreadable),
+                ("unverified", self.unverified),
             )
         }
 
@@ -83,25 +93,7 @@ def plan_prune(
     trusted = Catalog(backups=[m for m in catalog.backups if m.object_key not in untouchable])
     groups = sorted({(m.kind, m.tier) for m in trusted.backups})
     for kind, tier in groups:
-        backups = trusted.of(kind=kind, tier=tier)
-        verified = [m for m in backups if m.verified]
-        protected = {m.backup_id for m in verified[: policy.min_keep]}
-        window = timedelta(days=policy.days_for(tier))
-        for manifest in backups:
-            age = now - manifest.created
-            newer_verified = any(v.created > manifest.created for v in verified)
-            if manifest.backup_id in protected:
-                plan.keep.append(PruneDecision(manifest.object_key, f"one of the newest {policy.min_keep} verified"))
-            elif age <= window:
-                plan.keep.append(PruneDecision(manifest.object_key, f"within the {tier} window of {window.days} days"))
-            elif not newer_verified:
-                plan.keep.append(PruneDecision(manifest.object_key, "no newer verified backup of this kind and tier"))
-            else:
-                plan.delete.append(
-                    PruneDecision(
-                        manifest.object_key, f"{age.days} days old, beyond the {tier} window of {window.days} days"
-                    )
-                )
+        _plan_group(plan, trusted.of(kind=kind, tier=tier), tier, policy, now)
     has_verified = any(m.verified for m in trusted.backups)
     for info in catalog.incomplete:
         old = info.updated is not None and now - info.updated > INCOMPLETE_GRACE
@@ -114,26 +106,76 @@ def plan_prune(
     return plan
 
 
+def _plan_group(plan: PrunePlan, backups: list[Manifest], tier: str, policy: RetentionConfig, now: datetime) -> None:
+    """One (kind, tier) of one catalog, ``backups`` newest first."""
+    rule = policy.tier(tier)
+    verified = [m for m in backups if m.verified]
+    floor = {m.backup_id for m in verified[: policy.min_keep]}
+    counted = {m.backup_id for m in verified[: rule.keep or 0]}
+    grace = timedelta(days=policy.unverified_grace_days)
+    for manifest in backups:
+        key, age = manifest.object_key, now - manifest.created
+        newer_verified = any(v.created > manifest.created for v in verified)
+        if not manifest.verified:
+            status = manifest.verification.get("status") or "none"
+            if age <= grace:
+                plan.keep.append(
+                    PruneDecision(key, f"not verified ({status}), within the grace period of {grace.days} days")
+                )
+                continue
+            finding = f"not verified ({status}) and {age.days} days old, past the grace period of {grace.days} days"
+            if not policy.delete_unverified_after_grace:
+                decision = PruneDecision(key, f"{finding}; kept: delete_unverified_after_grace is false")
+            elif not newer_verified:
+                decision = PruneDecision(key, f"{finding}; kept: no newer verified backup of this kind and tier")
+            else:
+                decision = PruneDecision(key, f"{finding}; delete_unverified_after_grace is true")
+                plan.delete.append(decision)
+            if decision not in plan.delete:
+                plan.keep.append(decision)
+            log.warning("%s: %s", key, decision.reason)
+            plan.unverified.append(decision)
+        elif manifest.backup_id in floor:
+            plan.keep.append(PruneDecision(key, f"one of the newest {policy.min_keep} verified"))
+        elif manifest.backup_id in counted:
+            plan.keep.append(PruneDecision(key, f"one of the newest {rule.keep} verified ({tier} keep)"))
+        elif rule.days is not None and age <= timedelta(days=rule.days):
+            plan.keep.append(PruneDecision(key, f"within the {tier} window of {rule.days} days"))
+        elif not newer_verified:
+            plan.keep.append(PruneDecision(key, "no newer verified backup of this kind and tier"))
+        else:
+            beyond = [f"beyond the {tier} window of {rule.days} days"] if rule.days is not None else []
+            beyond += [f"not one of the newest {max(policy.min_keep, rule.keep or 0)} verified"]
+            plan.delete.append(PruneDecision(key, f"{age.days} days old, " + " and ".join(beyond)))
+
+
 def prune(
     storage: Storage,
     target: str,
     policy: RetentionConfig,
     *,
+    destination: str | None = None,
     dry_run: bool | None = None,
     now: datetime | None = None,
     clock_skew: timedelta = CLOCK_SKEW_TOLERANCE,
 ) -> PrunePlan:
-    """Apply the plan. The manifest goes first: a half-deleted backup is incomplete, never trusted."""
+    """Apply the plan to one destination's catalog, with that destination's policy (``destination``
+    names its ``retention.by_destination`` entry, if any). Manifests go first: a backup whose
+    deletion is cut short is an incomplete object, never a listed backup missing its data."""
     now = now or utcnow()
+    if destination is not None:
+        policy = policy.for_destination(destination)
     catalog = read_catalog(storage, target, now=now, clock_skew=clock_skew)
     plan = plan_prune(catalog, policy, now, clock_skew)
     if dry_run if dry_run is not None else policy.dry_run:
         for decision in plan.delete:
             log.info("dry run: would delete %s/%s (%s)", storage.url, decision.key, decision.reason)
+        log.info("dry run: %d would be deleted at %s, nothing was", len(plan.delete), storage.url)
         return plan
-    keys: list[str] = []
     for decision in plan.delete:
-        keys += [manifest_key(decision.key), decision.key]
         log.info("deleting %s/%s (%s)", storage.url, decision.key, decision.reason)
-    storage.delete_many(keys)
+    listed = {m.object_key for m in catalog.backups}
+    # If any manifest could not be deleted, delete_many raises before an object is touched.
+    storage.delete_many([manifest_key(d.key) for d in plan.delete if d.key in listed])
+    storage.delete_many([d.key for d in plan.delete])
     return plan

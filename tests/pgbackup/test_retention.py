@@ -85,7 +85,14 @@ def test_old_backups_go_only_when_newer_verified_ones_exist(storage: Storage) ->
     older_failed = put_backup(storage, 60, verified=False)
     recent_failed = put_backup(storage, 2, verified=False)
     plan = prune(storage, "projectx", POLICY, now=NOW)
-    assert {d.key for d in plan.delete} == {old, older_failed}
+    # A failed backup past its grace period is reported, and kept unless the config says otherwise.
+    assert {d.key for d in plan.delete} == {old}
+    assert [d.key for d in plan.unverified] == [older_failed]
+    survivors = {newest, second, recent_failed, older_failed}
+    assert keys(storage) == survivors | {manifest_key(k) for k in survivors}
+    deleting = RetentionConfig(daily_days=30, min_keep=2, delete_unverified_after_grace=True)
+    plan = prune(storage, "projectx", deleting, now=NOW)
+    assert {d.key for d in plan.delete} == {older_failed}
     assert keys(storage) == {newest, second, recent_failed} | {manifest_key(k) for k in (newest, second, recent_failed)}
 
 

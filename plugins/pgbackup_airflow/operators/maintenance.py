@@ -13,9 +13,11 @@ from pgbackup_airflow.operators.base import PgBackupBaseOperator
 
 
 class PruneBackupsOperator(PgBackupBaseOperator):
-    """Apply retention at every destination, from manifests only.
+    """Apply retention at every destination, each on its own catalog with its own policy.
 
-    Never deletes the newest verified backups, nor anything when a listing fails.
+    Never deletes the newest verified backups, nor anything when a listing fails. Returns,
+    per destination, what it deleted (or would), kept, and found: suspect dates, unreadable
+    manifests, backups not verified past their grace period (each also logged with its reason).
     """
 
     template_fields: Sequence[str] = ("target",)
@@ -24,20 +26,46 @@ class PruneBackupsOperator(PgBackupBaseOperator):
         results: dict[str, Any] = {}
         failures: list[str] = []
         for destination in self.config.destinations:
+            policy = self.config.retention.for_destination(destination.name)
             try:
-                plan = prune(open_destination(destination, self.config.timeouts), self.target, self.config.retention)
+                plan = prune(
+                    open_destination(destination, self.config.timeouts),
+                    self.target,
+                    self.config.retention,
+                    destination=destination.name,
+                )
             except StorageError as exc:
                 failures.append(f"{destination.name}: {exc}")
                 continue
-            results[destination.name] = {"deleted": len(plan.delete), "kept": len(plan.keep)}
+            results[destination.name] = {
+                "dry_run": policy.dry_run,
+                "deleted": len(plan.delete),
+                "kept": len(plan.keep),
+                "suspect": len(plan.suspect),
+                "unreadable": len(plan.unreadable),
+                "unverified_past_grace": len(plan.unverified),
+                "findings": {name: plan.as_dict()[name] for name in ("suspect", "unreadable", "unverified")},
+            }
+            verb = "would delete" if policy.dry_run else "deleted"
             for decision in plan.delete:
-                self.log.info(
-                    "%s: %s %s (%s)",
-                    destination.name,
-                    "would delete" if self.config.retention.dry_run else "deleted",
-                    decision.key,
-                    decision.reason,
-                )
+                self.log.info("%s: %s %s (%s)", destination.name, verb, decision.key, decision.reason)
+            for label, found in (
+                ("suspect", plan.suspect),
+                ("unreadable manifest", plan.unreadable),
+                ("not verified past grace", plan.unverified),
+            ):
+                for decision in found:
+                    self.log.warning("%s: %s %s (%s)", destination.name, label, decision.key, decision.reason)
+            self.log.info(
+                "%s: %d %s, %d kept; %d suspect, %d unreadable, %d not verified past grace",
+                destination.name,
+                len(plan.delete),
+                verb,
+                len(plan.keep),
+                len(plan.suspect),
+                len(plan.unreadable),
+                len(plan.unverified),
+            )
         if failures:
             raise StorageError("retention failed at: " + "; ".join(failures))
         return results
