@@ -516,7 +516,7 @@ def cmd_prune(ctx: Context, args: argparse.Namespace) -> int:
     for destination in ctx.config.destinations:
         storage = ctx.storage(destination)
         try:
-            plan = prune(storage, target.name, ctx.config.retention, dry_run=dry_run)
+            plan = prune(storage, target.name, ctx.config.retention, destination=destination.name, dry_run=dry_run)
         except PgBackupError as exc:
             print(f"FAILED at {destination.name}: {exc} (nothing deleted there)")
             status = EXIT_FAILED
