@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sys
 
-PACKAGES = ("postgresql", "postgresql-client", "gnupg", "zstd", "pigz")
+# redis-server: the Celery broker of the multi-worker tests (devtools/celery_deployment.py).
+PACKAGES = ("postgresql", "postgresql-client", "gnupg", "zstd", "pigz", "redis-server")
 
 
 def missing_programs() -> list[str]:
@@ -18,6 +19,7 @@ def missing_programs() -> list[str]:
         "gpg": shutil.which("gpg"),
         "zstd": shutil.which("zstd"),
         "pigz": shutil.which("pigz"),
+        "redis-server": shutil.which("redis-server"),
     }
     return [program for program, where in found.items() if not where]
 
