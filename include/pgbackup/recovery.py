@@ -586,9 +586,11 @@ def download(manifest: Manifest, storage: Storage, path: Path, progress: Progres
 
 
 class _Phases:
+    """Times named phases into ``record.phases``; a phase entered twice adds up."""
+
     def __init__(self, record: RestoreRecord) -> None:
         self.record = record
-        self.current = "select"
+        self.current: str | None = None
         self.started = time.monotonic()
 
     def begin(self, name: str) -> None:
@@ -596,9 +598,11 @@ class _Phases:
         self.current, self.started = name, time.monotonic()
 
     def end(self) -> None:
-        if self.current and self.current not in self.record.phases:
-            self.record.phases[self.current] = round(time.monotonic() - self.started, 3)
-            log.info("restore %s: %s took %.1f s", self.record.target, self.current, self.record.phases[self.current])
+        if self.current is not None:
+            spent = time.monotonic() - self.started
+            self.record.phases[self.current] = round(self.record.phases.get(self.current, 0.0) + spent, 3)
+            log.info("restore %s: %s took %.1f s", self.record.target, self.current, spent)
+            self.current = None
 
 
 # -- the safety backup ----------------------------------------------------------------------
@@ -695,12 +699,12 @@ def execute_restore(
     if plan.database_exists and safety is None:
         raise RestoreError(f"overwriting {into.dbname} needs safety backup settings; nothing was changed")
     phases = _Phases(record)
-    record.phases["select"] = 0.0
     workdir.mkdir(parents=True, exist_ok=True)
     archive, schema_archive = workdir / "restore.dump", workdir / "restore-schema.dump"
     fetched = workdir / "fetched"
     changed = False  # from here on, a failure must undo (new database) or point to the safety backup
     try:
+        phases.begin("decrypt")
         with decryption_keyring(key) as keyring:  # a key that cannot be imported fails here, first
             sources = [(manifest, archive)] + ([(plan.schema_manifest, schema_archive)] if plan.schema_manifest else [])
             for wanted, plaintext in sources:
@@ -730,11 +734,12 @@ def execute_restore(
         _verify(plan, record)
         phases.end()
     except BaseException as exc:
+        failed_in = phases.current or "restore"
         phases.end()
         record.error = (
-            f"{phases.current}: {exc}"
+            f"{failed_in}: {exc}"
             if isinstance(exc, PgBackupError)
-            else (f"{phases.current}: {type(exc).__name__}: {str(exc).strip()}")
+            else (f"{failed_in}: {type(exc).__name__}: {str(exc).strip()}")
         )
         message = record.error
         if changed and record.new_database:
