@@ -12,6 +12,7 @@ prove nothing).
     python -m devtools.mutants                  # every mutation; writes docs/reliability-mutants.md
     python -m devtools.mutants --only listing   # entries whose name contains "listing"
     python -m devtools.mutants --check          # only check that every snippet still matches
+    python -m devtools.mutants --head           # mutate a copy of HEAD instead of the working tree
 """
 
 from __future__ import annotations
@@ -228,6 +229,14 @@ def stale_entries(mutations: tuple[Mutation, ...], root: Path) -> list[str]:
     return problems
 
 
+def committed_copy(destination: Path) -> Path:
+    """Export HEAD (``git archive``): the committed tree, without anyone's work in progress."""
+    destination.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
+    return destination
+
+
 def private_copy(destination: Path) -> Path:
     """Copy the working tree's tracked and untracked-but-not-ignored files (what ``make test`` sees)."""
     listed = subprocess.run(
@@ -331,13 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip running the tests on the unmutated copy")
     parser.add_argument("--timeout", type=float, default=TEST_TIMEOUT_SECONDS, help="seconds per mutation")
     parser.add_argument("--keep", action="store_true", help="keep the private copy (its path is printed)")
+    parser.add_argument("--head", action="store_true", help="mutate the committed tree (HEAD), not the working tree")
     args = parser.parse_args(argv)
 
     chosen = tuple(m for m in MUTATIONS if not args.only or any(part in m.name for part in args.only))
     if not chosen:
         print(f"no mutation matches {args.only}; names: {', '.join(m.name for m in MUTATIONS)}", file=sys.stderr)
         return 2
-    stale = stale_entries(chosen, ROOT)
+    stale = stale_entries(chosen, ROOT)  # against the working tree: that is where the list is maintained
     for problem in stale:
         print(f"STALE {problem}", file=sys.stderr)
     if args.check:
@@ -346,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workspace = Path(tempfile.mkdtemp(prefix="pgbackup-mutants-"))
     try:
-        tree = private_copy(workspace / "tree")
+        tree = committed_copy(workspace / "tree") if args.head else private_copy(workspace / "tree")
         print(f"private copy: {tree}", flush=True)
         baseline = "skipped (--no-baseline)" if args.no_baseline else "each selection passes unmutated first"
         outcomes: list[Outcome] = []
