@@ -110,6 +110,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         new='"-c", f"-T{threads}"]',
         tests=("tests/pgbackup/test_compression_level.py",),
     ),
+    Mutation(
+        name="staging-partial-kept",
+        promise="a step that fails (a full staging disk) leaves no partial file in the staging folder",
+        path="include/pgbackup/pipeline.py",
+        old="        self.partial.unlink(missing_ok=True)\n",
+        new="        pass  # the retry overwrites it anyway\n",
+        tests=("tests/pgbackup/faults/test_fault_full_disk.py",),
+    ),
     # -- the ones the suite already caught, kept so they stay caught ----------------------
     Mutation(
         name="checksum-read-back-ignored",
@@ -285,8 +293,8 @@ def run_one(tree: Path, mutation: Mutation, timeout: float, *, baseline: bool = 
     if baseline:
         # A test that fails anyway would "kill" every mutation: it must pass on the unmutated tree.
         code, last_line = run_tests(tree, mutation.tests, timeout)
-        if code != 0:
-            return Outcome(mutation, "ERROR", time.monotonic() - started, f"fails unmutated: {last_line}")
+        if code != 0 or " passed" not in last_line:
+            return Outcome(mutation, "ERROR", time.monotonic() - started, f"unmutated: {last_line}")
     source.write_text(original.replace(mutation.old, mutation.new))
     try:
         code, last_line = run_tests(tree, mutation.tests, timeout)
@@ -295,6 +303,8 @@ def run_one(tree: Path, mutation: Mutation, timeout: float, *, baseline: bool = 
     seconds = time.monotonic() - started
     if code in (1, -1):  # tests failed (or hung): the mutation was noticed
         return Outcome(mutation, "killed", seconds, last_line)
+    if code == 0 and " passed" not in last_line:
+        return Outcome(mutation, "ERROR", seconds, f"every selected test was skipped: {last_line}")
     if code == 0:
         return Outcome(mutation, "SURVIVED", seconds, last_line)
     # 2-5: interrupted, internal/usage error, or no tests collected: the entry itself is broken.
