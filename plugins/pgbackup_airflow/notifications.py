@@ -23,8 +23,9 @@ from airflow.sdk import AsyncCallback, BaseNotifier, DeadlineAlert, DeadlineRefe
 from pgbackup.config import TimeoutsConfig
 
 TASK_FAILED_TEXT = (
-    ":red_circle: pgbackup: task `{{ ti.task_id }}` of `{{ dag.dag_id }}` failed "
-    "(run `{{ run_id }}`, try {{ ti.try_number }}): {{ exception }}"
+    ":red_circle: pgbackup: task `{{ ti.task_id }}` of `{{ dag.dag_id }}` failed for "
+    "{{ 'target ' ~ task.target if task.target is defined and task.target else 'every target' }} "
+    "(run `{{ run_id }}`, try {{ ti.try_number }}): {{ exception }}\nLog: {{ ti.log_url }}"
 )
 # The triggerer's context has only ``dag_run`` (REST shape: ``dag_run_id``) and ``deadline``.
 DEADLINE_MISSED_TEXT = (
@@ -70,12 +71,51 @@ class TaskFailureAlert:
     first failure's text for every later one in the same process.
     """
 
-    def __init__(self, slack_conn_id: str, timeout: int | None = None) -> None:
+    def __init__(self, slack_conn_id: str, timeout: int | None = None, config_path: str | None = None) -> None:
         self.slack_conn_id = slack_conn_id
         self.timeout = timeout
+        self.config_path = config_path
 
     def __call__(self, context: Any) -> None:
-        SlackAlert(slack_webhook_conn_id=self.slack_conn_id, text=TASK_FAILED_TEXT, timeout=self.timeout)(context)
+        try:
+            SlackAlert(slack_webhook_conn_id=self.slack_conn_id, text=TASK_FAILED_TEXT, timeout=self.timeout)(context)
+        finally:
+            record_failure_event(context, self.config_path)
+
+
+def record_failure_event(context: Any, config_path: str | None) -> None:
+    """Keep the failure in the primary destination (``events/``), where the monthly report reads
+    every failure of its period. Best effort: a storage outage must not hide the Slack alert."""
+    import logging
+
+    from pgbackup.config import load_config
+    from pgbackup.manifest import iso, utcnow
+    from pgbackup.records import record_events
+    from pgbackup_airflow.connections import open_destination
+
+    ti, task = context.get("ti"), context.get("task")
+    target = getattr(task, "target", None) or None
+    try:
+        config = load_config(config_path)
+        event = {
+            "at": iso(utcnow()),
+            "source": f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}",
+            "severity": "error",
+            "message": f"failed (try {getattr(ti, 'try_number', '?')}): {context.get('exception')}"[:2000],
+            "target": target,
+        }
+        primary = config.primary
+        record_events([(primary.name, open_destination(primary, config.timeouts))], event["at"], [event])
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the Slack alert above has been tried
+        logging.getLogger(__name__).warning("could not record the failure event: %s", exc)
+
+
+def send_slack(slack_conn_id: str | None, text: str, timeouts: TimeoutsConfig) -> bool:
+    """Post ``text`` as it is (no template rendering); False when no Slack connection is configured."""
+    if not slack_conn_id:
+        return False
+    SlackAlert(slack_webhook_conn_id=slack_conn_id, text=text, timeout=slack_timeout(timeouts)).notify({})
+    return True
 
 
 def slack_timeout(timeouts: TimeoutsConfig) -> int:
@@ -83,12 +123,20 @@ def slack_timeout(timeouts: TimeoutsConfig) -> int:
     return max(1, math.ceil(timeouts.read_seconds))
 
 
-def task_failure_notifier(slack_conn_id: str, timeouts: TimeoutsConfig) -> TaskFailureAlert:
-    return TaskFailureAlert(slack_conn_id, slack_timeout(timeouts))
+def task_failure_notifier(
+    slack_conn_id: str, timeouts: TimeoutsConfig, config_path: str | None = None
+) -> TaskFailureAlert:
+    return TaskFailureAlert(slack_conn_id, slack_timeout(timeouts), config_path)
 
 
-def late_run_deadline(slack_conn_id: str, minutes: float, dag_id: str, timeouts: TimeoutsConfig) -> DeadlineAlert:
-    """A Deadline Alert (Airflow 3's replacement for SLAs) that posts to Slack from the triggerer."""
+def late_run_deadline(
+    slack_conn_id: str, minutes: float, dag_id: str, timeouts: TimeoutsConfig, what: str = ""
+) -> DeadlineAlert:
+    """A Deadline Alert (Airflow 3's replacement for SLAs) that posts to Slack from the triggerer.
+
+    :param what: which deadline it is, for the message (``validated by 04:00``)
+    """
+    text = DEADLINE_MISSED_TEXT.format(dag_id=dag_id, minutes=f"{minutes:g}")
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(minutes=minutes),
@@ -96,7 +144,7 @@ def late_run_deadline(slack_conn_id: str, minutes: float, dag_id: str, timeouts:
             SlackAlert,
             kwargs={
                 "slack_webhook_conn_id": slack_conn_id,
-                "text": DEADLINE_MISSED_TEXT.format(dag_id=dag_id, minutes=f"{minutes:g}"),
+                "text": text.replace("(deadline missed)", f"(deadline missed: {what})") if what else text,
                 "timeout": slack_timeout(timeouts),
             },
         ),

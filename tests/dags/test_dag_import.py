@@ -35,7 +35,12 @@ def airflow_home(tmp_path: Path) -> dict[str, str]:
 
 
 def test_dag_files_exist() -> None:
-    assert [p.name for p in DAG_FILES] == ["pg_backup_daily.py"]
+    assert [p.name for p in DAG_FILES] == [
+        "pg_backup_daily.py",
+        "pg_backup_monitor.py",
+        "pg_backup_monthly.py",
+        "pg_backup_weekly.py",
+    ]
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
@@ -49,14 +54,15 @@ def test_dag_file_imports_without_errors_or_deprecations_and_parses_fast(
         import airflow.sdk  # the dag processor has these loaded already
         warnings.simplefilter("always")
         with warnings.catch_warnings(record=True) as caught:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             bag = DagBag(dag_folder={str(dag_file)!r})
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         deprecations = [str(w.message) for w in caught
                         if issubclass(w.category, (DeprecationWarning, FutureWarning))]
         print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
                           "captured": {{k: [str(x) for x in v] for k, v in bag.captured_warnings.items()}},
-                          "deprecations": deprecations, "seconds": seconds, "dags": sorted(bag.dag_ids)}}))
+                          "deprecations": deprecations, "seconds": seconds, "cpu": cpu,
+                          "dags": sorted(bag.dag_ids)}}))
         """,
         airflow_home,
     )
@@ -66,8 +72,12 @@ def test_dag_file_imports_without_errors_or_deprecations_and_parses_fast(
     assert result["errors"] == {}
     assert result["captured"] == {}
     assert result["deprecations"] == []
-    assert result["dags"] == ["pg_backup_daily"]
-    assert result["seconds"] < PARSE_BUDGET_SECONDS, f"{dag_file.name} parsed in {result['seconds']:.3f}s"
+    assert result["dags"] == [dag_file.stem]
+    # CPU time: parsing is single-threaded, so on an idle machine it is the wall time; on a
+    # loaded 2-core runner the wall time measures the other processes as well.
+    assert result["cpu"] < PARSE_BUDGET_SECONDS, (
+        f"{dag_file.name} parsed in {result['cpu']:.3f}s of CPU ({result['seconds']:.3f}s wall)"
+    )
 
 
 def test_daily_dag_shape(airflow_home: dict[str, str]) -> None:
@@ -115,7 +125,7 @@ def test_invalid_config_is_an_import_error_naming_file_and_key(tmp_path: Path, a
     import json
 
     errors = json.loads(out.strip().splitlines()[-1])
-    assert [Path(p).name for p in errors] == ["pg_backup_daily.py"]
-    message = next(iter(errors.values()))
-    assert str(config) in message
-    assert "compression.algorithm" in message and "'lzma'" in message
+    assert sorted(Path(p).name for p in errors) == [p.name for p in DAG_FILES]
+    for message in errors.values():
+        assert str(config) in message
+        assert "compression.algorithm" in message and "'lzma'" in message

@@ -9,14 +9,15 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from pgbackup import backup
 from pgbackup.backup import BackupRequest
-from pgbackup.config import DestinationConfig
+from pgbackup.config import TIERS, DestinationConfig
+from pgbackup.errors import ConfigError
 from pgbackup.manifest import Manifest
 from pgbackup_airflow.connections import open_destination, target_conn_info
 from pgbackup_airflow.operators.base import PgBackupBaseOperator, resolve_kind
 
 
 class _RequestMixin(PgBackupBaseOperator):
-    def backup_request(self, kind: str, context: Any) -> BackupRequest:
+    def backup_request(self, kind: str, context: Any, tier: str = "daily") -> BackupRequest:
         config, target = self.config, self.target_config
         logical = context.get("logical_date")
         return BackupRequest(
@@ -29,6 +30,7 @@ class _RequestMixin(PgBackupBaseOperator):
             profile=target.profile,
             dump_format=target.dump_format,
             exclude_schemas=target.exclude_schemas,
+            tier=tier,
             logical_date=logical.isoformat() if logical is not None else None,
         )
 
@@ -37,13 +39,17 @@ class _NewBackupOperator(_RequestMixin):
     """Starts a new backup.
 
     :param kind: ``full``, ``schema``, ``data`` or ``auto`` (from the schedule slot)
+    :param tier: ``daily``, ``weekly`` or ``monthly``: its folder and its retention
     """
 
     template_fields: Sequence[str] = ("target", "kind")
 
-    def __init__(self, *, kind: str = "auto", **kwargs: Any) -> None:
+    def __init__(self, *, kind: str = "auto", tier: str = "daily", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if tier not in TIERS:
+            raise ConfigError(f"{kwargs.get('task_id')}: tier must be one of {', '.join(TIERS)}, got {tier!r}")
         self.kind = kind
+        self.tier = tier
 
 
 class PgDumpOperator(_NewBackupOperator):
@@ -51,10 +57,10 @@ class PgDumpOperator(_NewBackupOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         kind = resolve_kind(self.kind, context, self.config)
-        self.log.info("dumping target %s, kind %s", self.target, kind)
+        self.log.info("dumping target %s, kind %s, tier %s", self.target, kind, self.tier)
         workdir = self.workdir(context)
         workdir.mkdir(parents=True, exist_ok=True)
-        return backup.dump_to_file(self.backup_request(kind, context), workdir).to_dict()
+        return backup.dump_to_file(self.backup_request(kind, context, self.tier), workdir).to_dict()
 
 
 class CompressBackupOperator(PgBackupBaseOperator):
@@ -75,7 +81,7 @@ class EncryptBackupOperator(_RequestMixin):
 
     def execute(self, context: Any) -> dict[str, Any]:
         manifest = self.upstream_manifest(context)
-        request = self.backup_request(manifest.kind, context)
+        request = self.backup_request(manifest.kind, context, manifest.tier)
         self.staged_file(context, backup.COMPRESSED_FILE)
         manifest = backup.encrypt_file(manifest, request, self.workdir(context))
         self.log.info(
@@ -131,7 +137,7 @@ class StreamBackupOperator(_NewBackupOperator):
         primary = self.config.primary
         self.log.info("streaming a %s backup of %s to %s", kind, self.target, primary.name)
         manifest = backup.stream_backup(
-            self.backup_request(kind, context), open_destination(primary, self.config.timeouts), primary.name
+            self.backup_request(kind, context, self.tier), open_destination(primary, self.config.timeouts), primary.name
         )
         return manifest.to_dict()
 
