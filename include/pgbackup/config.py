@@ -38,7 +38,9 @@ else:
 
 DUMP_KINDS = ("full", "schema", "data")
 DUMP_FORMATS = ("custom", "plain")
-DATA_PATHS = ("staged", "stream")
+# auto: staged on a single-machine executor, stream elsewhere (decided when the DAG is parsed,
+# by plugins/pgbackup_airflow/executors.py: the engine never asks Airflow).
+DATA_PATHS = ("auto", "staged", "stream")
 PROFILES = ("plain", "supabase")
 DESTINATION_TYPES = ("local", "s3", "gcs", "supabase_storage")
 COMPRESSION_LEVELS = {"gzip": (1, 9), "zstd": (1, 19)}
@@ -320,7 +322,7 @@ class TargetConfig(_Section):
     profile: Annotated[str, Strict(), _one_of(*PROFILES)] = "plain"
     database: Text | None = None
     dump_format: Annotated[str, Strict(), _one_of(*DUMP_FORMATS)] = "custom"
-    data_path: Annotated[str, Strict(), _one_of(*DATA_PATHS)] = "staged"
+    data_path: Annotated[str, Strict(), _one_of(*DATA_PATHS)] = "auto"
     exclude_schemas: tuple[Text, ...] = ()
 
     @model_validator(mode="after")
@@ -783,6 +785,17 @@ class AuditConfig(_Section):
     progress_interval_seconds: Annotated[_Finite, _positive_up_to(3600, "seconds")] = 10.0
 
 
+class PoolsConfig(_Section):
+    """Airflow pool sizes that protect the servers: one pool per source connection, capping its
+    concurrent dumps, and one per scratch connection, capping its concurrent restore tests.
+    Targets of one server share its connection (each names its ``database``)."""
+
+    where: ClassVar[str] = "pools"
+
+    dumps_per_source: Annotated[int, Strict(), _int_between(1, 128)] = 2
+    restores_per_scratch: Annotated[int, Strict(), _int_between(1, 128)] = 1
+
+
 class SlackConfig(_Section):
     where: ClassVar[str] = "slack"
 
@@ -831,6 +844,7 @@ class PgBackupConfig(_Section):
     monitor: MonitorConfig = MonitorConfig()
     recovery: RecoveryConfig = RecoveryConfig()
     audit: AuditConfig = AuditConfig()
+    pools: PoolsConfig = PoolsConfig()
     staging_dir: AbsolutePath = "/tmp/pgbackup-staging"
     owner: Text = "data-platform"
     retries: Annotated[int, Strict(), _int_between(0, 100)] = 2
