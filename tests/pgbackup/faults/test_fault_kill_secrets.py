@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.gpg_keys import GeneratedKey
+from devtools.gpg_keys import GeneratedKey, generate_key
 from devtools.pg_cluster import TemporaryCluster
 from pgbackup import backup
 from pgbackup.catalog import read_catalog
@@ -84,6 +85,14 @@ else:
 
 def _conn_dict(conn: PgConnInfo) -> dict[str, object]:
     return {"host": conn.host, "port": conn.port, "user": conn.user, "dbname": conn.dbname, "password": conn.password}
+
+
+@pytest.fixture(scope="module")
+def gpg_key(tmp_path_factory: pytest.TempPathFactory) -> GeneratedKey:
+    """This module's own key and passphrase: a leak found on disk is this run's, not another session's."""
+    return generate_key(
+        tmp_path_factory.mktemp("kill-keys"), "kill-secrets@projectx.example", passphrase=secrets.token_hex(16)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +201,7 @@ class Run:
             time.sleep(0.05)
         assert alive == [], f"children of the killed task still run: {[(p, _comm(p)) for p in alive]}"
 
-    def leaks_in_tmp(self, secrets: list[str]) -> list[str]:
+    def leaks_in_tmp(self, secret_values: list[str]) -> list[str]:
         """Files in keyrings or pgpass files that appeared in /tmp during the run and hold its secrets.
 
         Other test sessions share /tmp: their live keyrings come and go, and hold other keys.
@@ -201,7 +210,7 @@ class Run:
         added = [name for name in set(os.listdir("/tmp")) - self.before_in_tmp if name.startswith(LEAKED_NAMES)]
         if added:
             time.sleep(2)
-        return _files_holding([Path("/tmp") / name for name in added if (Path("/tmp") / name).exists()], secrets)
+        return _files_holding([Path("/tmp") / name for name in added if (Path("/tmp") / name).exists()], secret_values)
 
     def cleanup(self) -> None:
         for pid in _gpg_agents(self.runtime_root):
@@ -282,9 +291,9 @@ def _gpg_agents(root: Path) -> list[int]:
     ]
 
 
-def _files_holding(roots: list[Path], secrets: list[str]) -> list[str]:
-    """Every file under ``roots`` whose bytes contain one of ``secrets``."""
-    needles = [s.encode() for s in secrets if s]
+def _files_holding(roots: list[Path], secret_values: list[str]) -> list[str]:
+    """Every file under ``roots`` whose bytes contain one of ``secret_values``."""
+    needles = [s.encode() for s in secret_values if s]
     hits = []
     for root in roots:
         for dirpath, _, filenames in os.walk(root):
@@ -366,10 +375,10 @@ def test_task_killed_mid_dump_leaves_no_secret_and_is_swept(
 
     _assert_minimal_environment(run.seen_env["pg_dump"], "pg_dump")
     assert run.seen_env["pg_dump"].get("PGPASSWORD") == big_source.password
-    secrets = [big_source.password or "", CONN_SECRET]
-    assert run.leaks_in_tmp(secrets) == []
+    secret_values = [big_source.password or "", CONN_SECRET]
+    assert run.leaks_in_tmp(secret_values) == []
     assert list(run.tmpdir.rglob("*")) == []
-    assert _files_holding([run.tmpdir, run.runtime_root, run.staging_root], secrets) == []
+    assert _files_holding([run.tmpdir, run.runtime_root, run.staging_root], secret_values) == []
     _assert_nothing_listed(run)
 
     _finish_like(run, finish)
