@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pgbackup.errors import DumpError, RestoreError, VersionMismatchError
+from pgbackup.pipeline import minimal_environment
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
@@ -19,7 +20,9 @@ _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 @lru_cache(maxsize=64)
 def program_version(path: str) -> tuple[int, int]:
     """(major, minor) printed by ``path --version``."""
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [path, "--version"], env=minimal_environment(), capture_output=True, text=True, check=False
+    ).stdout
     match = _VERSION_RE.search(out)
     if not match:
         raise DumpError(f"cannot read the version of {path}: {out.strip()!r}")

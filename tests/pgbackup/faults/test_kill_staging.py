@@ -15,6 +15,7 @@ import pytest
 
 from pgbackup.errors import EncryptionError
 from pgbackup.gpg import Keyring
+from pgbackup.pgtools import program_version
 from pgbackup.pipeline import FileSink, HashingReader, minimal_environment
 from pgbackup.staging import RUNTIME_DIR_ENV, prepare_staging, sweep_dead_run_dirs
 
@@ -136,3 +137,17 @@ def test_keyrings_default_to_a_private_folder_in_memory(monkeypatch: pytest.Monk
         assert oct(root.stat().st_mode & 0o777) == "0o700"
         assert oct(keyring.home.parent.stat().st_mode & 0o777) == "0o700"
     assert not keyring.home.parent.exists()
+
+
+def test_version_checks_do_not_hand_the_task_environment_to_the_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in pg_dump that reports, through its version, whether it saw the task's secrets.
+    program = tmp_path / "pg_dump"
+    program.write_text(
+        '#!/bin/sh\nif [ -n "$AIRFLOW_CONN_SOURCE_DB" ]; then echo "pg_dump (PostgreSQL) 99.0"; '
+        'else echo "pg_dump (PostgreSQL) 15.2"; fi\n'
+    )
+    program.chmod(0o700)
+    monkeypatch.setenv("AIRFLOW_CONN_SOURCE_DB", "postgresql://u:pw@h/db")
+    assert program_version(str(program)) == (15, 2)
