@@ -7,12 +7,16 @@ manifest, which would fit, must still not be there.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from devtools.fault_proxy import FaultProxy
 from devtools.gpg_keys import GeneratedKey
 from devtools.pg_cluster import TemporaryCluster
+from devtools.services import MotoServer
 from devtools.tmpfs import NOT_ROOT_REASON, can_mount, mounted_tmpfs
 from pgbackup import backup
 from pgbackup.catalog import read_catalog
@@ -25,6 +29,13 @@ from tests.pgbackup.conftest import make_request
 pytestmark = pytest.mark.integration
 
 INCOMPRESSIBLE_ROWS = 40_000  # ~1.3 MB of random bytes: larger than the small destination disk
+RESET_AFTER_BYTES = 256 * 1024  # far more than a manifest, far less than the artifact
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
 
 
 def _staged_artifact(cluster: TemporaryCluster, source: PgConnInfo, key: GeneratedKey, workdir: Path) -> Manifest:
@@ -82,3 +93,24 @@ def test_upload_refused_by_the_destination_leaves_no_manifest(
         backup.upload_artifact(manifest, workdir / backup.ENCRYPTED_FILE, storage, "local")
     assert not any(name.endswith(MANIFEST_SUFFIX) for name in _files_below(root)), _files_below(root)
     assert read_catalog(storage, "projectx").backups == []
+
+
+@pytest.mark.fault(
+    "the S3 connection is reset in the middle of every upload of the staged artifact",
+    "the upload fails after its retries; no manifest (nor object) is left in the bucket",
+)
+def test_s3_upload_reset_mid_transfer_leaves_no_manifest(
+    pg_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey, workdir: Path, moto: MotoServer
+) -> None:
+    manifest = _staged_artifact(pg_cluster, source_db, gpg_key, workdir)
+    bucket = f"publish-{uuid.uuid4().hex[:12]}"
+    moto.create_bucket(bucket)
+    with FaultProxy(moto.endpoint_url) as proxy:
+        storage = open_storage(f"s3://{bucket}", endpoint_url=proxy.url, **moto.credentials)
+        proxy.reset_after(RESET_AFTER_BYTES)  # every connection: retries fail too
+        with pytest.raises(PgBackupError):
+            backup.upload_artifact(manifest, workdir / backup.ENCRYPTED_FILE, storage, "local")
+        assert proxy.resets >= 1
+    stored = sorted(o["Key"] for o in moto.client().list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert not any(key.endswith(MANIFEST_SUFFIX) for key in stored), stored
+    assert stored == []
