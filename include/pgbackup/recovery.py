@@ -208,6 +208,9 @@ class RestoreRequest:
     force: bool = False
     source: PgConnInfo | None = None  # the target's own database: overwriting it takes force too
     schema_backup_id: str | None = None  # schema-then-data: the schema backup (default: the newest before)
+    # A new database is a copy of this one (default template0). A supabase-profile backup needs
+    # a database holding a new project's platform: this template, or an existing database (force).
+    template: str | None = None
     jobs: int = 2
     triggered_by: str = ""
     approved_by: str | None = None
@@ -228,6 +231,8 @@ class RestoreRequest:
             check_backup_id(self.schema_backup_id)
             if self.mode != SCHEMA_THEN_DATA:
                 raise ConfigError("a schema backup is given only in mode schema-then-data")
+        if self.template is not None and not _DATABASE_RE.fullmatch(self.template):
+            raise ConfigError(f"template {self.template!r} is not a valid database name")
         if not 1 <= self.jobs <= 64:
             raise ConfigError(f"jobs must be 1..64, got {self.jobs}")
 
@@ -255,7 +260,9 @@ class RestorePlan:
             f"database {into.dbname} on {into.host}:{into.port} EXISTS and will be "
             + (
                 "overwritten (dropped and recreated)"
-                if self.request.mode in (FULL, SCHEMA_ONLY, SCHEMA_THEN_DATA)
+                if self.request.mode in (FULL, SCHEMA_ONLY, SCHEMA_THEN_DATA) and self.manifest.profile == "plain"
+                else f"restored into through the {self.manifest.profile} profile (its platform kept)"
+                if self.manifest.profile != "plain"
                 else "changed (the restored tables are emptied and reloaded)"
             )
             + " after a verified safety backup of it"
@@ -451,6 +458,12 @@ def plan_restore(request: RestoreRequest, storage: Storage) -> RestorePlan:
             f"database {into.dbname} already exists on {into.host}:{into.port}; choose a new name, or overwrite it "
             "with --force (a verified safety backup of it is taken first)"
         )
+    if not exists and manifest.profile != "plain" and request.template is None:
+        raise RestoreError(
+            f"{manifest.backup_id} is a {manifest.profile}-profile backup: it restores into a database that already "
+            f"holds a new project's platform. Restore into the new project's database (--into-conn <its connection> "
+            "--into-database postgres --force), or give a template database holding that platform (--template)"
+        )
     if not exists and request.mode == DATA_ONLY:
         raise RestoreError(
             f"mode data-only loads rows into an existing schema, and database {into.dbname} does not exist; "
@@ -480,17 +493,23 @@ def database_exists(into: PgConnInfo) -> bool:
         connection.close()
 
 
-def create_database(into: PgConnInfo) -> None:
+def create_database(into: PgConnInfo, template: str | None = None) -> None:
     from psycopg2 import sql
 
     connection = _admin(into)
     try:
         with connection.cursor() as cur:
-            # template0: nothing added to template1 can collide with the restored objects.
-            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(into.dbname)))
+            # template0 by default: nothing added to template1 can collide with the restored objects.
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(into.dbname), sql.Identifier(template or "template0")
+                )
+            )
     finally:
         connection.close()
-    log.info("created database %s on %s:%s", into.dbname, into.host, into.port)
+    log.info(
+        "created database %s on %s:%s%s", into.dbname, into.host, into.port, f" from {template}" if template else ""
+    )
 
 
 def drop_database(into: PgConnInfo) -> None:
@@ -785,14 +804,17 @@ def _restore(plan: RestorePlan, archive: Path, schema_archive: Path, workdir: Pa
     request, manifest = plan.request, plan.manifest
     into, jobs = request.into, request.jobs
     rebuilds = request.mode in (FULL, SCHEMA_ONLY, SCHEMA_THEN_DATA) or not plan.database_exists
-    if plan.database_exists and rebuilds:
+    # A profile's database (a Supabase project's postgres) holds a platform we could not recreate,
+    # so it is restored into as it is; its profile's restore knows what it may replace.
+    keeps_platform = manifest.profile != "plain" and plan.database_exists
+    if plan.database_exists and rebuilds and not keeps_platform:
         drop_database(into)
-    if rebuilds:
-        create_database(into)
+    if rebuilds and not keeps_platform:
+        create_database(into, request.template)
     if request.mode in (FULL, SCHEMA_THEN_DATA):
         schema = plan.schema_manifest
         outcome = profile_for(manifest.profile).restore(
-            RestoreJob(manifest, archive, into, workdir, schema_archive if schema else None, schema)
+            RestoreJob(manifest, archive, into, workdir, schema_archive if schema else None, schema, request.template)
         )
         if outcome is not None:
             record.left_out = sorted(outcome.rows_not_compared)

@@ -363,6 +363,7 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
         "source": source,
         "schema_backup_id": args.schema_backup,
         "jobs": args.jobs,
+        "template": args.template,
         "triggered_by": f"{getpass.getuser()}@{socket.gethostname()} (pgbackup CLI)",
         "restore_command": _restore_command(args, destination.name),
     }
@@ -611,6 +612,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema-backup",
         metavar="ID",
         help="mode schema-then-data: the schema backup (default: the newest verified one before the data)",
+    )
+    restore.add_argument(
+        "--template",
+        metavar="DB",
+        help="create the new database as a copy of DB (a supabase-profile backup needs one holding a new "
+        "project's platform)",
     )
     restore.add_argument("--force", action="store_true", help="overwrite an existing database (safety backup first)")
     restore.add_argument("--yes", action="store_true", help="do not ask for the database name on a terminal")

@@ -494,3 +494,30 @@ def test_storage_and_key_connections() -> None:
         },
     )
     assert key.passphrase == "pp" and "BEGIN" not in repr(key)
+
+
+def test_a_profile_backup_is_not_restored_into_an_empty_new_database(
+    pg_cluster: TemporaryCluster, source_db: PgConnInfo, storage: Storage
+) -> None:
+    key = "projectx/daily/2026-11-27/backup_20261127_060000_000001_abcd0001.dump.zst.gpg"
+    storage.put_bytes(key, b"x")
+    manifest = Manifest(
+        "projectx-full-20261127T060000.000001Z-abcd0001",
+        "projectx",
+        "full",
+        "daily",
+        key,
+        "2026-11-27T06:00:00Z",
+        profile="supabase",
+        artifact={"sha256": "0" * 64, "size": 1},
+        verification={"status": "passed"},
+    )
+    storage.put_bytes(key + ".manifest.json", manifest.to_json())
+    with pytest.raises(RestoreError, match="supabase-profile backup: it restores into a database that already holds"):
+        recovery.plan_restore(_request(source_db, pg_cluster, "empty_new"), storage)
+    with pytest.raises(RestoreError, match="supabase-profile backup; it restores only with mode full or schema-then"):
+        recovery.plan_restore(
+            _request(source_db, pg_cluster, "x", mode="schema-only", choice=recovery.BackupChoice(manifest.backup_id)),
+            storage,
+        )
+    assert not _exists(pg_cluster, "empty_new")
