@@ -468,3 +468,43 @@ def test_failed_overwrite_prints_the_command_that_restores_the_safety_backup(
         assert "-- safety backups of databases overwritten by restores of projectx" in listed.stdout
     finally:
         pg_cluster.drop_database("cli_precious")
+
+
+def _cli_module() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pgbackup_cli_under_test", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_progress_redraws_on_a_terminal_and_logs_lines_otherwise(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import io
+    import logging
+
+    cli = _cli_module()
+    clock = iter([0.0, 0.5, 1.0, 2.0, 100.0, 100.0, 101.0, 200.0])
+    monkeypatch.setattr(cli.time, "monotonic", lambda: next(clock))  # type: ignore[attr-defined]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    progress = cli.Progress(terminal)  # type: ignore[attr-defined]
+    for done in (1 << 20, 2 << 20, 3 << 20, 4 << 20):
+        progress("fetch", done, 4 << 20)
+    shown = terminal.getvalue()
+    assert shown.count("\r\x1b[K") == 3 and shown.endswith("\n")
+    assert "fetch: 2.0 MiB of 4.0 MiB (50%), 4.0 MiB/s, ETA 0 s" in shown
+
+    caplog.set_level(logging.INFO, logger="pgbackup.cli")
+    piped = cli.Progress(io.StringIO(), interval=5.0)  # type: ignore[attr-defined]
+    for done in (1 << 20, 2 << 20, 3 << 20, 4 << 20):
+        piped("fetch", done, 4 << 20)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fetch:")]
+    assert lines == ["fetch: 4.0 MiB of 4.0 MiB (100%), 41.0 KiB/s, ETA 0 s"]  # one line per interval, no \r
