@@ -89,8 +89,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="password-in-restore-argv",
         promise="no secret in argv: pg_restore and psql get the password outside their command line",
         path="include/pgbackup/restore.py",
-        old='            f"--dbname={into.conninfo()}",\n',
-        new='            f"--dbname={into.conninfo()} password={into.password}",\n',
+        old='f"--dbname={into.conninfo()}"',
+        new='f"--dbname={into.conninfo()} password={into.password}"',
         count=2,
         tests=("tests/pgbackup/test_restore_argv.py",),
     ),
@@ -98,8 +98,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="dump-ignores-snapshot",
         promise="pg_dump reads the exported snapshot, so the manifest's row counts describe the dump",
         path="include/pgbackup/dump.py",
-        old='            argv += [f"--snapshot={self.snapshot}"]\n',
-        new="            pass  # the snapshot is exported anyway\n",
+        old='argv += [f"--snapshot={self.snapshot}"]',
+        new="pass  # the snapshot is exported anyway",
         tests=("tests/pgbackup/test_snapshot_consistency.py",),
     ),
     Mutation(
@@ -114,8 +114,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="staging-partial-kept",
         promise="a step that fails (a full staging disk) leaves no partial file in the staging folder",
         path="include/pgbackup/pipeline.py",
-        old="        self.partial.unlink(missing_ok=True)\n",
-        new="        pass  # the retry overwrites it anyway\n",
+        old="self.partial.unlink(missing_ok=True)",
+        new="pass  # the retry overwrites it anyway",
         tests=("tests/pgbackup/faults/test_fault_full_disk.py",),
     ),
     # -- the ones the suite already caught, kept so they stay caught ----------------------
@@ -123,16 +123,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="checksum-read-back-ignored",
         promise="an upload is verified by reading the service's checksum back; a corrupted upload is refused",
         path="include/pgbackup/storage/s3.py",
-        old="            if value not in (sent.composite, full_sha) or (count and int(count) != sent.parts):\n",
-        new="            if count and int(count) != sent.parts:  # the part count is enough\n",
+        old="if value not in (sent.composite, full_sha) or (count and int(count) != sent.parts):",
+        new="if count and int(count) != sent.parts:  # the part count is enough",
         tests=("tests/pgbackup/storage/test_storage_contract.py", "-k", "corrupted_in_transit and ChecksumSHA256"),
     ),
     Mutation(
         name="row-counts-not-compared",
         promise="validation fails when restored row counts differ from the snapshot's",
         path="include/pgbackup/restore.py",
-        old="            ok = got is not None and got == want\n",
-        new="            ok = got is not None  # the table is there\n",
+        old="ok = got is not None and got == want",
+        new="ok = got is not None  # the table is there",
         tests=("tests/pgbackup/test_faults.py", "-k", "restored_rows_differing"),
     ),
     Mutation(
@@ -173,11 +173,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="expired-key-accepted",
         promise="an expired recipient key fails the backup before anything is dumped",
         path="include/pgbackup/gpg.py",
-        old=(
-            '        if key["validity"] == "e" or (key["expires"] and int(key["expires"]) <= now):\n'
-            '            return "expired"\n'
-        ),
-        new='        if False:  # gpg refuses an expired key when it encrypts anyway\n            return "expired"\n',
+        old='key["validity"] == "e" or (key["expires"] and int(key["expires"]) <= now)',
+        new="False",  # as if gpg's own refusal at encryption time were enough
         tests=("tests/pgbackup/test_faults.py", "-k", "expired_recipient"),
     ),
     Mutation(
@@ -192,8 +189,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="post-data-not-restored",
         promise="a schema + data pair restores post-data (constraints, indexes) after the data",
         path="include/pgbackup/restore.py",
-        old='        restore_archive(schema_archive, db, "custom", jobs=jobs, sections=("post-data",))\n',
-        new="        pass  # constraints and indexes come back with the next full backup\n",
+        old='restore_archive(schema_archive, db, "custom", jobs=jobs, sections=("post-data",))',
+        new="pass  # constraints and indexes come back with the next full backup",
         tests=("tests/pgbackup/test_backup_roundtrip.py", "-k", "schema_then_data"),
     ),
     Mutation(
@@ -224,12 +221,18 @@ def stale_entries(mutations: tuple[Mutation, ...], root: Path) -> list[str]:
         if not source.is_file():
             problems.append(f"{mutation.name}: {mutation.path} does not exist")
             continue
-        found = source.read_text().count(mutation.old)
+        text = source.read_text()
+        found = text.count(mutation.old)
         if found != mutation.count:
             problems.append(
                 f"{mutation.name}: its snippet occurs {found} times in {mutation.path}, expected {mutation.count} "
                 "(the code changed: update the entry in devtools/mutants.py)"
             )
+        else:
+            try:
+                compile(text.replace(mutation.old, mutation.new), mutation.path, "exec")
+            except SyntaxError as exc:
+                problems.append(f"{mutation.name}: the mutated {mutation.path} does not compile: {exc}")
         for test in mutation.tests:
             test_file = test.split("::")[0]
             if test_file.startswith("tests/") and not (root / test_file).exists():
@@ -290,12 +293,17 @@ def run_one(tree: Path, mutation: Mutation, timeout: float, *, baseline: bool = 
     if original.count(mutation.old) != mutation.count:
         return Outcome(mutation, "STALE", 0.0, f"snippet occurs {original.count(mutation.old)} times")
     started = time.monotonic()
+    mutated = original.replace(mutation.old, mutation.new)
+    try:
+        compile(mutated, str(source), "exec")  # a mutant that cannot even import proves nothing
+    except SyntaxError as exc:
+        return Outcome(mutation, "ERROR", 0.0, f"the mutated file does not compile: {exc}")
     if baseline:
         # A test that fails anyway would "kill" every mutation: it must pass on the unmutated tree.
         code, last_line = run_tests(tree, mutation.tests, timeout)
         if code != 0 or " passed" not in last_line:
             return Outcome(mutation, "ERROR", time.monotonic() - started, f"unmutated: {last_line}")
-    source.write_text(original.replace(mutation.old, mutation.new))
+    source.write_text(mutated)
     try:
         code, last_line = run_tests(tree, mutation.tests, timeout)
     finally:
