@@ -89,9 +89,23 @@ class AirflowStandalone:
                 health = self._get_json("/api/v2/monitor/health", auth=False)
                 if health.get("scheduler", {}).get("status") == "healthy" and \
                         health.get("triggerer", {}).get("status") == "healthy":
+                    self.create_pools()
                     return self
             time.sleep(2)
         raise AirflowError(f"airflow standalone not healthy after {timeout}s; see {self.log_file}:\n{self._log_tail()}")
+
+    def create_pools(self) -> None:
+        """The package's deploy-time step: the pools the config names (tasks in a missing pool never run)."""
+        env = self.env()
+        if "PGBACKUP_CONFIG" not in env:
+            return
+        env["PYTHONPATH"] = f"{REPO / 'plugins'}:{env.get('PYTHONPATH', '')}"
+        done = subprocess.run(
+            [sys.executable, "-m", "pgbackup_airflow.pools", "create"], env=env, capture_output=True, text=True,
+            timeout=120, check=False, cwd=str(REPO), stdin=subprocess.DEVNULL,
+        )
+        if done.returncode != 0:
+            raise AirflowError(f"creating the pgbackup pools failed:\n{done.stdout}{done.stderr}")
 
     def _log_tail(self, lines: int = 40) -> str:
         try:

@@ -134,6 +134,7 @@ class CeleryDeployment(AirflowStandalone):
             self.metadata.start()
             self.metadata.create_database(METADATA_DATABASE)
             self._run_airflow(["db", "migrate"], timeout=300)
+            self.create_pools()
             for component in ("scheduler", "triggerer", "dag-processor"):
                 self._spawn(component, [self._airflow(), component])
             self._spawn("api-server", [self._airflow(), "api-server", "--host", "127.0.0.1",
