@@ -555,6 +555,10 @@ class RetentionConfig(_Section):
             object.__setattr__(self, older, getattr(self, tier).days)
         return self
 
+    def __hash__(self) -> int:
+        # Frozen sections hash; by_destination is the one mapping in the file, so hash its items.
+        return hash(tuple((name, tuple(sorted(v.items())) if isinstance(v, dict) else v) for name, v in self))
+
     def tier(self, name: str) -> TierRetention:
         if name not in TIERS:
             raise ConfigError(f"retention: no tier {name!r} (tiers: {', '.join(TIERS)})")
