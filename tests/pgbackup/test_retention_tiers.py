@@ -536,3 +536,5 @@ def test_a_destination_inherits_what_it_does_not_set() -> None:
     gcs, s3 = config.retention.for_destination("gcs"), config.retention.for_destination("s3")
     assert (gcs.monthly.days, gcs.monthly_days, gcs.weekly.keep, gcs.min_keep) == (730, 730, 8, 2)
     assert s3 == config.retention and s3.monthly.days == 365
+    # A frozen config still hashes (as every section did before by_destination, a mapping).
+    assert hash(config) == hash(parse_config(_shipped_with(config.retention.model_dump(exclude_defaults=True))))
