@@ -11,6 +11,8 @@ from pgbackup.staging import prepare_staging, remove_staging
 from pgbackup_airflow.connections import open_destination
 from pgbackup_airflow.operators.base import PgBackupBaseOperator
 
+MAX_FINDINGS_IN_XCOM = 50
+
 
 class PruneBackupsOperator(PgBackupBaseOperator):
     """Apply retention at every destination, each on its own catalog with its own policy.
@@ -44,7 +46,12 @@ class PruneBackupsOperator(PgBackupBaseOperator):
                 "suspect": len(plan.suspect),
                 "unreadable": len(plan.unreadable),
                 "unverified_past_grace": len(plan.unverified),
-                "findings": {name: plan.as_dict()[name] for name in ("suspect", "unreadable", "unverified")},
+                # The counts are complete; the XCom carries the first few of each (all are in the log).
+                "findings": {
+                    name: decisions[:MAX_FINDINGS_IN_XCOM]
+                    for name, decisions in plan.as_dict().items()
+                    if name in ("suspect", "unreadable", "unverified")
+                },
             }
             verb = "would delete" if policy.dry_run else "deleted"
             for decision in plan.delete:
