@@ -8,6 +8,8 @@ sees the new mode at once):
                            (``matching="..."``: only requests whose line contains it)
 * ``reset_after(nbytes)``  reset a connection (TCP RST) once it has carried ``nbytes`` of request data
 * ``blackhole()``          accept, swallow every byte, never answer (a hung endpoint)
+* ``drop_response(match)`` forward a matching request, then reset the connection instead of
+                           passing on its answer (the request took effect; the client never hears)
 * ``slow(bytes_per_s)``    cap the link's throughput in each direction
 
 Request heads (``"PUT /bucket/key?uploadId=... HTTP/1.1\r\nIf-None-Match: *..."``) are recorded
@@ -56,6 +58,10 @@ class FaultProxy:
         self.requests: list[str] = []  # every request head seen (line + headers), in order
         self.failed_requests = 0  # answered with a 5xx by fail_next
         self.resets = 0  # connections reset by reset_after
+        self.dropped_responses = 0  # answers swallowed by drop_response
+        self._drop_matching: str | None = None
+        self._drop_left = 0
+        self._drop_answer_of: set[socket.socket] = set()  # upstream sockets whose next answer is dropped
         self._lock = threading.Lock()
         self._mode = "pass"
         self._fail_left = 0
@@ -116,6 +122,13 @@ class FaultProxy:
         """Answer the next ``count`` requests (containing ``matching``, if given) with ``status``,
         without forwarding them; everything else passes through."""
         self._switch("fail", fail_left=count, fail_status=status, fail_matching=matching)
+
+    def drop_response(self, matching: str, count: int = 1) -> None:
+        """Forward the next ``count`` requests whose line contains ``matching``, then reset the
+        client's connection instead of passing their answer on. Other modes are unchanged."""
+        with self._lock:
+            self._drop_matching = matching
+            self._drop_left = count
 
     def on_request(self, match: str, action: Callable[[str], None]) -> None:
         """Run ``action(request_line)`` for every request whose line contains ``match``."""
@@ -210,6 +223,15 @@ class FaultProxy:
         """Responses, raw (throttled in slow mode)."""
         try:
             while data := upstream.recv(_BUFFER):
+                with self._lock:
+                    drop = upstream in self._drop_answer_of
+                    self._drop_answer_of.discard(upstream)
+                    if drop:
+                        self.dropped_responses += 1
+                if drop:
+                    _reset(client)
+                    _close(upstream)
+                    return
                 self._throttle("down", len(data))
                 client.sendall(data)
         except OSError:
@@ -256,8 +278,23 @@ class FaultProxy:
                 return
             # The head goes first, alone: a client sending "Expect: 100-continue" waits for the answer.
             carried = self._forward(upstream, head, carried)
-            for piece in reader.body(headers):
+            with self._lock:
+                drop = self._drop_left > 0 and self._drop_matching is not None and self._drop_matching in line
+                if drop:
+                    self._drop_left -= 1
+            # Armed before the body goes out (the answer can come as soon as it is complete), but after
+            # a "100 Continue": the client sends the body only once that interim answer has passed.
+            waits_for_continue = headers.get("expect", "").lower() == "100-continue"
+            if drop and not waits_for_continue:
+                self._arm_drop(upstream)
+            for index, piece in enumerate(reader.body(headers)):
+                if drop and waits_for_continue and index == 0:
+                    self._arm_drop(upstream)
                 carried = self._forward(upstream, piece, carried)
+
+    def _arm_drop(self, upstream: socket.socket) -> None:
+        with self._lock:
+            self._drop_answer_of.add(upstream)
 
     def _forward(self, upstream: socket.socket, data: bytes, carried: int) -> int:
         cut = self._reset_point(carried, len(data))

@@ -222,6 +222,36 @@ def test_single_reset_is_retried_to_an_intact_object(proxied: Proxied) -> None:
     assert result.sha256 == sha(data) and sha(proxied.direct.get_bytes("reset/once") or b"") == sha(data)
 
 
+# -- a lost answer ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size_name", ["single", "multi"])
+@pytest.mark.fault(
+    "the answer to the committing request is lost (S3)",
+    "the retry's 412 is recognised as our own write: success, intact bytes",
+)
+def test_lost_answer_to_a_committed_write_is_our_own_object(request: pytest.FixtureRequest, size_name: str) -> None:
+    moto: MotoServer = request.getfixturevalue("moto")
+    bucket = f"f-{uuid.uuid4().hex[:12]}"
+    moto.create_bucket(bucket)
+    data = payload(100_000 if size_name == "single" else 2 * S3_PART + 99, seed=13)
+    with FaultProxy(moto.endpoint_url) as proxy:
+        storage = _open("s3", bucket, proxy.url, dict(TIMEOUTS))
+        # PutObject (single) or CompleteMultipartUpload: the request that makes the object exist.
+        if size_name == "single":
+            proxy.drop_response("PUT /")
+        else:  # armed by the first part, so CreateMultipartUpload (also a POST) is answered
+            proxy.on_request("partNumber=1 ", lambda line: proxy.drop_response("POST /"))
+        result = storage.put_stream("lost/answer", Pipe(data))  # type: ignore[arg-type]
+        assert proxy.dropped_responses == 1
+        committing = "PUT /" if size_name == "single" else "POST /"
+        lines = [r.split("\r\n")[0] for r in proxy.requests if "lost/answer" in r.split("\r\n")[0]]
+        assert len([line for line in lines if line.startswith(committing) and "uploads" not in line]) == 2
+    direct = _open("s3", bucket, moto.endpoint_url, {})
+    assert result.sha256 == sha(data) and sha(direct.get_bytes("lost/answer") or b"") == sha(data)
+    assert result.version  # so a later failure can still remove exactly this object
+
+
 # -- a hung endpoint ----------------------------------------------------------------------------
 
 
