@@ -167,12 +167,15 @@ def build_monthly_dag(config_path: str | None = None, dag_id: str = MONTHLY_DAG_
         drills = []
         for target in config.targets:
             with TaskGroup(group_id=target.name):
-                validate, prune = _backup_chain(config, target, config_path=config_path, tier="monthly", kind="full")
+                validate, prune, cleanup = _backup_chain(
+                    config, target, config_path=config_path, tier="monthly", kind="full"
+                )
                 # A drill's or audit's outcome is a finding, not a transient fault: no retry.
                 drill = RecoveryDrillOperator(
                     task_id="drill", target=target.name, trigger_rule=TriggerRule.ALL_DONE, retries=0, **common
                 )
-                validate >> drill
+                # The drill works in the run's staging folder: the teardown waits for it.
+                validate >> drill >> cleanup
                 prunes.append(prune)
                 drills.append(drill)
         # After pruning: the audit must not race retention's deletes (manifest first, then object).
@@ -216,7 +219,7 @@ def _backup_chain(
     config_path: str | None,
     tier: str = "daily",
     kind: str = "{{ params.kind }}",
-) -> tuple[ValidateBackupOperator, PruneBackupsOperator]:
+) -> tuple[ValidateBackupOperator, PruneBackupsOperator, CleanupStagingOperator]:
     """dump -> compress -> encrypt -> upload (or one stream pass) -> validate -> prune, in ``tier``."""
     group = target.name
     common = {"target": target.name, "config_path": config_path}
@@ -262,4 +265,4 @@ def _backup_chain(
     prepare >> first
     prune >> cleanup
     cleanup.as_teardown(setups=prepare)
-    return validate, prune
+    return validate, prune, cleanup

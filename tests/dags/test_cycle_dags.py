@@ -96,7 +96,7 @@ def test_monthly_backs_up_then_audits_drills_and_reports(shapes: dict[str, Any])
     assert tasks["projectx.dump"] == ["projectx.compress"]
     assert tasks["projectx.validate"] == ["projectx.drill", "projectx.prune"]
     assert tasks["projectx.prune"] == ["audit", "projectx.cleanup_staging"]  # the audit never races a delete
-    assert tasks["projectx.drill"] == ["report"]
+    assert tasks["projectx.drill"] == ["projectx.cleanup_staging", "report"]  # the teardown waits for it
     assert tasks["audit"] == ["report"]
     assert tasks["report"] == []
     # They check what storage holds, whatever this month's backup did; findings are not retried.

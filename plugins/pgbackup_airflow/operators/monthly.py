@@ -168,26 +168,13 @@ class StrategyReportOperator(PgBackupConfigOperator):
     events), store it at ``reports/YYYY-MM.html`` in the primary and post a short summary to Slack."""
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from pgbackup.drill import DrillObjectives
-        from pgbackup.report import ReportSettings, gather_inputs, render_report, store_report
+        from pgbackup.report import gather_inputs, render_report, store_report
 
         config = self.config
         run_at = run_moment(context)
-        monthly = config.schedule.monthly
-        previous = FirstSundayOfMonthTimetable(monthly.hour, monthly.minute).align_to_prev(
-            run_at - dt.timedelta(microseconds=1)
-        )
-        period_start = min(previous, run_at - dt.timedelta(days=MIN_REPORT_DAYS))
-        settings = ReportSettings(
-            month=f"{run_at:%Y-%m}",
-            period_start=period_start,
-            period_end=run_at,
-            rpo={t: dt.timedelta(hours=config.monitor.rpo_hours.hours_for(t)) for t in ("daily", "weekly", "monthly")},
-            rto=DrillObjectives(config.recovery.rto_critical_minutes * 60, config.recovery.rto_full_minutes * 60),
-            primary=f"primary destination {config.primary.name}",
-        )
-        primary = self.primary_storage()
         now = dt.datetime.now(dt.UTC)
+        settings = report_settings(config, run_at, now)
+        primary = self.primary_storage()
         inputs = gather_inputs(primary, [t.name for t in config.targets], now=now)
         html = render_report(inputs, settings, now=now)
         key = store_report(html, primary, settings.month)
@@ -196,6 +183,26 @@ class StrategyReportOperator(PgBackupConfigOperator):
         self.log.info("report stored at %s (%d bytes)", location, len(html.encode()))
         send_slack(config.slack_conn_id, summary, config.timeouts)
         return {"location": location, "key": key, "bytes": len(html.encode()), "summary": summary}
+
+
+def report_settings(config: PgBackupConfig, run_at: dt.datetime, now: dt.datetime) -> Any:
+    """Named after the run's month; covering from the previous monthly slot (at least
+    ``MIN_REPORT_DAYS``) up to now, so a run that starts late still reports what it just did."""
+    from pgbackup.drill import DrillObjectives
+    from pgbackup.report import ReportSettings
+
+    monthly = config.schedule.monthly
+    previous = FirstSundayOfMonthTimetable(monthly.hour, monthly.minute).align_to_prev(
+        run_at - dt.timedelta(microseconds=1)
+    )
+    return ReportSettings(
+        month=f"{run_at:%Y-%m}",
+        period_start=min(previous, now - dt.timedelta(days=MIN_REPORT_DAYS)),
+        period_end=max(run_at, now),
+        rpo={t: dt.timedelta(hours=config.monitor.rpo_hours.hours_for(t)) for t in ("daily", "weekly", "monthly")},
+        rto=DrillObjectives(config.recovery.rto_critical_minutes * 60, config.recovery.rto_full_minutes * 60),
+        primary=f"primary destination {config.primary.name}",
+    )
 
 
 def report_summary(inputs: Any, settings: Any, location: str) -> str:
