@@ -224,7 +224,7 @@ def test_nan_and_inf_written_in_yaml_are_rejected(tmp_path: Path) -> None:
         _destination("local", path="/backups/daily.d"),
         _daily(full="*/15 6-18 * * 1-5", deadline_minutes=0.5),
         _set("timeouts", connect_seconds=2.5, task_minutes=7),
-        _set("retention", daily_days=36_500, min_keep=1),
+        _set("retention", daily={"days": 36_500}, weekly={"keep": 10_000}, min_keep=1),
     ],
 )
 def test_edge_values_that_are_valid_are_accepted(mutate: Any) -> None:
