@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 # redis-server: the Celery broker of the multi-worker tests (devtools/celery_deployment.py).
-PACKAGES = ("postgresql", "postgresql-client", "gnupg", "zstd", "pigz", "redis-server")
+# chromium: the headless browser the UI tests drive through Playwright (never `playwright install`).
+PACKAGES = ("postgresql", "postgresql-client", "gnupg", "zstd", "pigz", "redis-server", "chromium")
 
 
 def missing_programs() -> list[str]:
@@ -20,6 +21,7 @@ def missing_programs() -> list[str]:
         "zstd": shutil.which("zstd"),
         "pigz": shutil.which("pigz"),
         "redis-server": shutil.which("redis-server"),
+        "chromium": shutil.which("chromium"),
     }
     return [program for program, where in found.items() if not where]
 
@@ -30,8 +32,7 @@ def ensure() -> None:
         return
     if os.geteuid() != 0:
         sys.exit(
-            f"pgbackup needs {', '.join(missing)}; install them with:\n"
-            f"    sudo apt-get install -y {' '.join(PACKAGES)}"
+            f"pgbackup needs {', '.join(missing)}; install them with:\n    sudo apt-get install -y {' '.join(PACKAGES)}"
         )
     print(f"installing {' '.join(PACKAGES)} (missing: {', '.join(missing)})", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
