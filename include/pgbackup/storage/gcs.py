@@ -83,6 +83,17 @@ def _cancel(writer: Any, key: str, timeout: tuple[float, float]) -> None:
             writer._buffer.close()  # last resort (private): makes a later close() a no-op upload-wise
 
 
+def _finalize(writer: Any, timeout: tuple[float, float]) -> int:
+    """What BlobWriter.close() does (send the last, possibly short, chunk), keeping the answer:
+    the generation this upload created, which cleanup must name to delete nothing else."""
+    if not writer._upload_and_transport:  # private: nothing was sent yet (a small object)
+        writer._initiate_upload()
+    upload, transport = writer._upload_and_transport
+    response = upload.transmit_next_chunk(transport, timeout=timeout)
+    writer._buffer.close()
+    return int(response.json()["generation"])
+
+
 def _crc32c_b64(checksum: bytes) -> str:
     return base64.b64encode(checksum).decode("ascii")
 
@@ -197,17 +208,18 @@ class GcsStorage(Storage):
         try:
             while chunk := reader.read(READ_CHUNK):
                 writer.write(chunk)
-            writer.close()  # finalizes the object
+            generation = _finalize(writer, (self.connect_timeout, self.read_timeout))
         except BaseException as exc:
             _cancel(writer, key, (self.connect_timeout, self.read_timeout))
             if _precondition_failed(exc):
                 raise self._exists(key, " (the service refused the create-only write: ifGenerationMatch=0)") from exc
             raise
-        blob.reload(**self._call())
-        return self._check_stored(key, blob, reader)
+        # Read back exactly the generation this upload created, and delete only that one if it is wrong.
+        written = self._bucket.blob(self.prefix + key, generation=generation)
+        written.reload(**self._call())
+        return self._check_stored(key, written, reader, str(generation))
 
-    def _check_stored(self, key: str, blob: gcs.Blob, reader: HashingReader) -> tuple[str, str]:
-        version = str(blob.generation)
+    def _check_stored(self, key: str, blob: gcs.Blob, reader: HashingReader, version: str) -> tuple[str, str]:
         if blob.size != reader.size:
             raise self._reject_upload(key, "stored size", reader.size, blob.size, version)
         expected_md5 = base64.b64encode(reader.digest("md5")).decode("ascii")
@@ -239,8 +251,11 @@ class GcsStorage(Storage):
             if _precondition_failed(exc):
                 raise self._changed(key, expected_version) from exc
             raise
-        blob.reload(**self._call())
-        return self._check_stored(key, blob, reader)
+        # upload_from_string set the blob's properties from this upload's own response.
+        generation = blob.generation
+        written = self._bucket.blob(self.prefix + key, generation=generation)
+        written.reload(**self._call())
+        return self._check_stored(key, written, reader, str(generation))
 
     def _changed(self, key: str, expected_version: str) -> ObjectExistsError:
         return ObjectExistsError(
