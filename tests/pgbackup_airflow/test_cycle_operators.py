@@ -4,13 +4,16 @@ deadline names, when the monitor posts its health summary, and what it checks.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import yaml
 
 from pgbackup.config import PgBackupConfig, parse_config
+from pgbackup.errors import ConfigError
 from pgbackup.storage import open_storage
 from pgbackup_airflow.dag_factory import _minutes_after
 from pgbackup_airflow.operators.monitor import check_breaches, health_summary, is_health_check
@@ -81,3 +84,41 @@ def test_an_empty_destination_breaches_every_tiers_rpo(tmp_path: Path) -> None:
     summary = health_summary(cfg, breaches, now)
     assert "3 open problem(s)" in summary and "projectx weekly: no verified backup" in summary
     assert "all healthy" in health_summary(cfg, [], now)
+
+
+def test_supabase_managed_backups_are_read_through_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Management API stand-in answers the documented shape; the token comes from the
+    connection's password and never from the config."""
+    from devtools.supabase_api import SupabaseApiStub, backups_payload
+
+    now = dt.datetime.now(UTC)
+    ref = "abcdefghijklmnopqrst"
+    cfg = config(
+        destinations=[{"name": "local", "type": "local", "path": str(tmp_path), "primary": True}],
+        monitor={"supabase": [{"target": "projectx", "conn_id": "supabase_api", "max_age_hours": 26}]},
+    )
+    with SupabaseApiStub(token="sbp_secret_token") as api:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SUPABASE_API",
+            json.dumps(
+                {
+                    "conn_type": "generic",
+                    "password": "sbp_secret_token",
+                    "extra": {"project_ref": ref, "base_url": api.url},
+                }
+            ),
+        )
+        api.projects[ref] = backups_payload(now, newest_age=dt.timedelta(hours=50))
+        breaches, _ = check_breaches(cfg, open_storage(f"file://{tmp_path}"), now)
+        stale = [b for b in breaches if b.check == "supabase"]
+        assert [b.key for b in stale] == ["supabase:projectx:daily"]
+        assert "2.1 days old" in stale[0].message and "sbp_secret_token" not in stale[0].message
+        api.projects[ref] = backups_payload(now, newest_age=dt.timedelta(hours=3))
+        breaches, checked = check_breaches(cfg, open_storage(f"file://{tmp_path}"), now)
+        assert not [b for b in breaches if b.check == "supabase"]
+        assert "projectx" in checked
+    monkeypatch.setenv("AIRFLOW_CONN_SUPABASE_API", json.dumps({"conn_type": "generic", "password": "x"}))
+    with pytest.raises(ConfigError, match="project_ref"):
+        check_breaches(cfg, open_storage(f"file://{tmp_path}"), now)
