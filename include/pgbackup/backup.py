@@ -121,8 +121,8 @@ def _stage_record(stats: StageStats, input_bytes: int | None, output_bytes: int 
 
 
 def _renders_sql(request: BackupRequest) -> bool:
-    """A plain supabase backup is the TOC-filtered archive rendered to SQL, not pg_dump's SQL."""
-    return request.profile == "supabase" and request.dump_format == "plain"
+    """A plain backup of a profile that renders its own filtered archive to SQL (supabase), not pg_dump's SQL."""
+    return request.dump_format == "plain" and profile_for(request.profile).renders_plain_from_archive
 
 
 def _dump_stage(request: BackupRequest, server_major: int, snapshot: str | None) -> DumpStage:

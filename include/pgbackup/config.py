@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pgbackup.errors import ConfigError
+from pgbackup.profiles import PROFILE_NAMES
 
 if TYPE_CHECKING:
     from pydantic._internal._model_construction import ModelMetaclass
@@ -41,7 +42,7 @@ DUMP_FORMATS = ("custom", "plain")
 # auto: staged on a single-machine executor, stream elsewhere (decided when the DAG is parsed,
 # by plugins/pgbackup_airflow/executors.py: the engine never asks Airflow).
 DATA_PATHS = ("auto", "staged", "stream")
-PROFILES = ("plain", "supabase")
+PROFILES = PROFILE_NAMES  # one module per profile (pgbackup.profiles); importing it loads none
 DESTINATION_TYPES = ("local", "s3", "gcs", "supabase_storage")
 COMPRESSION_LEVELS = {"gzip": (1, 9), "zstd": (1, 19)}
 # zstd -3 is smaller than gzip -6 and keeps a 2-core backup near pg_dump's own speed;

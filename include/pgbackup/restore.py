@@ -282,11 +282,11 @@ class ValidationSettings:
     template: str | None = None  # scratch databases are created from it (validation.scratch_template)
 
     def check(self, target: str, profile: str = "plain") -> None:
-        if profile == "supabase" and not self.template:
+        chosen = profile_for(profile)
+        if chosen.needs_scratch_template and not self.template:
             raise ConfigError(
-                f"target {target}: validation.scratch_template is required to validate a supabase-profile backup: "
-                "a template database with a new Supabase project's platform on the scratch server "
-                "(an empty database proves nothing about a restore into a Supabase project)"
+                f"target {target}: validation.scratch_template is required to validate a {profile}-profile backup: "
+                + chosen.scratch_template_needed
             )
         if self.scratch.is_same_server(self.source) and not self.allow_source_server:
             raise ConfigError(

@@ -685,3 +685,27 @@ def readme_supabase_commands() -> dict[str, str]:
             commands[label].append(line)
     assert set(commands) == {"plain", "plain schema + data pair", "custom", "custom schema + data pair"}
     return {name: "\n".join(lines) + "\n" for name, lines in commands.items()}
+
+
+# -- profile-specific behaviour lives behind the profile (issue 7 item 13) -----------------------
+
+_NO_KEY = GeneratedKey("nobody@example.com", "0" * 40, Path("unused.asc"), "", "")  # never used to encrypt
+
+
+def test_profile_flags_drive_config_backup_and_validation() -> None:
+    from pgbackup.config import PROFILES
+    from pgbackup.profiles import PROFILE_NAMES, profile_for
+
+    assert PROFILES == PROFILE_NAMES
+    sb = profile_for("supabase")
+    assert sb.renders_plain_from_archive and sb.needs_scratch_template
+    assert backup._renders_sql(make_request(PgConnInfo("h", 5432, "u", "d"), _NO_KEY, profile="supabase",
+                                            dump_format="plain"))
+    assert not backup._renders_sql(make_request(PgConnInfo("h", 5432, "u", "d"), _NO_KEY, dump_format="plain"))
+    with pytest.raises(ConfigError, match="unknown profile 'rds': pgbackup knows plain, supabase"):
+        profile_for("rds")
+    settings = ValidationSettings(PgConnInfo("scratch", 5432, "u", "d"), PgConnInfo("source", 5432, "u", "d"))
+    settings.check("projectx", "plain")
+    with pytest.raises(ConfigError, match="scratch_template is required to validate a supabase-profile backup: a "
+                                          "template database with a new Supabase project's platform"):
+        settings.check("projectx", "supabase")

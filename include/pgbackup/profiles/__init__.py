@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pgbackup.errors import ConfigError
+
 if TYPE_CHECKING:
     from pgbackup.manifest import Manifest
     from pgbackup.pgconn import PgConnInfo
@@ -46,8 +48,9 @@ class Profile:
     keep_privileges = False
     # A plain-format backup is an archive rendered to SQL by the profile (render_plain).
     renders_plain_from_archive = False
-    # Validation needs a scratch database shaped like the host (validation.scratch_template).
+    # Validation needs a scratch database shaped like the host (validation.scratch_template): what it holds.
     needs_scratch_template = False
+    scratch_template_needed = ""
     schema_exclusions: tuple[str, ...] = ()
     exclusion_reason = ""
 
@@ -84,6 +87,8 @@ PROFILE_NAMES = tuple(_PROFILES)
 
 @cache
 def profile_for(name: str) -> Profile:
+    if name not in _PROFILES:
+        raise ConfigError(f"unknown profile {name!r}: pgbackup knows {', '.join(PROFILE_NAMES)}")
     module, _, cls = _PROFILES[name].partition(":")
     profile: Profile = getattr(importlib.import_module(module), cls)()
     return profile

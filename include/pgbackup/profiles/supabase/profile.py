@@ -34,8 +34,11 @@ class SupabaseProfile(Profile):
     name = "supabase"
     keep_privileges = True
     renders_plain_from_archive = True
-    # An empty database proves nothing about a restore into a Supabase project.
     needs_scratch_template = True
+    scratch_template_needed = (
+        "a template database with a new Supabase project's platform on the scratch server "
+        "(an empty database proves nothing about a restore into a Supabase project)"
+    )
     # Only platform state and secrets encrypted with the project's key leave every dump; platform
     # schemas stay (their rows are user data), the restore's TOC filter does the rest.
     schema_exclusions = NO_DATA_SCHEMAS
@@ -127,38 +130,15 @@ def restore_backup(
         left_out = toc.resolve_memberships([e for e in manifest.excluded if "entry" in e], facts)
         toc.warn_left_out_memberships(left_out, db.describe())
         return left_out
-    schema_format = schema_manifest.dump_format if schema_manifest else "custom"
     matviews = schema_manifest.source.get("populated_matviews", []) if schema_manifest else []
-    if schema_format == "custom" and manifest.dump_format == "custom":
-        report = strict.restore_supabase_pair(
-            schema_archive, archive, db, roles=captured, populated_matviews=matviews, workdir=workdir
-        )
-        return report.excluded
-    # Mixed formats: render the custom part(s) against this target, then one strict psql run.
-    facts = toc.target_facts(db)
-    excluded: list[dict[str, str]] = []
-    scripts: list[Path] = []
-    for part, part_format, kind, part_manifest in (
-        (schema_archive, schema_format, "schema", schema_manifest),
-        (archive, manifest.dump_format, manifest.kind, manifest),
-    ):
-        if part_format == "plain":
-            scripts.append(part)
-            part_excluded = [e for e in (part_manifest.excluded if part_manifest else []) if "entry" in e]
-            excluded += toc.resolve_memberships(part_excluded, facts)
-            continue
-        script = part.with_name(part.name + ".sql")
-        preamble = strict.plain_preamble(captured, toc.archive_has_acls(part))
-        excluded += strict.render_sql(part, kind, script, facts, preamble=preamble)[1]
-        scripts.append(script)
-    if matviews:
-        scripts.append(workdir / "matviews.sql")
-        scripts[-1].write_text("".join(f"REFRESH MATERIALIZED VIEW {name};\n" for name in matviews))
-    try:
-        strict.run_sql_strict(db, scripts)
-    finally:
-        for script in scripts:
-            if script not in (schema_archive, archive):
-                script.unlink(missing_ok=True)
-    toc.warn_left_out_memberships(excluded, db.describe())
-    return excluded
+    # A plain part was filtered at backup time: its manifest says what it left out.
+    plain_excluded = [
+        e for part in (schema_manifest, manifest) if part is not None and part.dump_format == "plain"
+        for e in part.excluded if "entry" in e
+    ]
+    # Any combination of formats: schema pre-data, data, schema post-data, one transaction.
+    report = strict.restore_supabase_pair(
+        schema_archive, archive, db, roles=captured, populated_matviews=matviews, workdir=workdir,
+        plain_excluded=plain_excluded,
+    )
+    return report.excluded

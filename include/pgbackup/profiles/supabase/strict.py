@@ -8,19 +8,21 @@ exist in the target, and replica mode keeps them from firing on rows being loade
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgbackup.dump import server_major_version
+from pgbackup.dump import relation_sql, server_major_version
 from pgbackup.errors import RestoreError
-from pgbackup.pgconn import PgConnInfo, libpq_environment
-from pgbackup.pgtools import find_program
+from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
+from pgbackup.pgtools import find_program, plain_dump_entries, split_plain_schema
 from pgbackup.profiles.supabase.roles import roles_sql
 from pgbackup.profiles.supabase.toc import (
     TargetFacts,
@@ -29,11 +31,15 @@ from pgbackup.profiles.supabase.toc import (
     guarded_membership,
     list_toc,
     membership_statements,
+    resolve_memberships,
     run_tool,
     target_facts,
     trigger_functions,
     warn_left_out_memberships,
 )
+
+# The first bytes of a pg_dump custom-format archive; anything else is a plain SQL script.
+CUSTOM_ARCHIVE_MAGIC = b"PGDMP"
 
 
 @dataclass
@@ -110,7 +116,9 @@ def run_sql_strict(target: PgConnInfo, scripts: Sequence[Path], *, replica: bool
     keeps them from firing on the rows being loaded (postgres has SET on that parameter).
     """
     argv = [find_program("psql", server_major_version(target)), "--no-password", "-X", "-q",
-            "--single-transaction", "-v", "ON_ERROR_STOP=1", f"--dbname={target.dbname}"]
+            "--single-transaction", "-v", "ON_ERROR_STOP=1",
+            # A bare name holding "=" would be parsed as a conninfo: pass an escaped one.
+            f"--dbname={target.conninfo()}"]
     if replica:
         argv += ["-c", "SET session_replication_role = replica"]
     for script in scripts:
@@ -172,11 +180,19 @@ def restore_supabase_pair(
     roles: Mapping[str, Any] | None = None,
     populated_matviews: Sequence[str] = (),
     workdir: Path | None = None,
+    plain_excluded: Iterable[Mapping[str, str]] = (),
 ) -> SupabaseRestoreReport:
-    """Schema pre-data, data, schema post-data, in ONE transaction (like the CLI's schema.sql + data.sql)."""
+    """Schema pre-data, data, schema post-data, in ONE transaction (like the CLI's schema.sql + data.sql).
+
+    Either part may be a custom archive or a plain supabase backup (the profile's rendered SQL),
+    in any combination: a NOT VALID check that old rows violate, or a foreign key, must come
+    after the rows whatever the formats. ``plain_excluded`` is what plain parts' manifests
+    left out at backup time (their ``excluded`` entries), resolved here against the target.
+    """
     return restore_supabase_parts(
         [(schema_archive, ("pre-data",)), (data_archive, ()), (schema_archive, ("post-data",))],
         target, kind="schema+data", roles=roles, populated_matviews=populated_matviews, workdir=workdir,
+        plain_excluded=plain_excluded,
     )
 
 
@@ -188,7 +204,9 @@ def restore_supabase_parts(
     roles: Mapping[str, Any] | None = None,
     populated_matviews: Sequence[str] = (),
     workdir: Path | None = None,
+    plain_excluded: Iterable[Mapping[str, str]] = (),
 ) -> SupabaseRestoreReport:
+    """Each (file, sections) part in order, one transaction; all sections when none are named."""
     started = time.monotonic()
     facts = target_facts(target)
     with tempfile.TemporaryDirectory(prefix="pgbackup-sb-", dir=workdir) as tmp:
@@ -199,22 +217,74 @@ def restore_supabase_parts(
         kept_total = 0
         excluded: list[dict[str, str]] = []
         rendered: list[Path] = []
+        custom = [archive for archive, _ in parts if is_custom_archive(archive)]
         for index, (archive, sections) in enumerate(parts):
             script = Path(tmp) / f"part{index}.sql"
+            if archive not in custom:
+                # Plain: already filtered at backup time, with its own preamble.
+                rendered.append(plain_section(archive, sections, script))
+                continue
             kept, left_out = render_sql(archive, kind, script, facts, sections)
             kept_total += kept
             excluded += [e for e in left_out if e not in excluded]
             rendered.append(script)
-        if any(archive_has_acls(archive) for archive, _ in parts):
+        excluded += [e for e in resolve_memberships(map(dict, plain_excluded), facts) if e not in excluded]
+        if any(archive_has_acls(archive) for archive in dict.fromkeys(custom)):
             scripts.append(Path(tmp) / "default_privileges.sql")
             scripts[-1].write_text(CLEAR_OWN_DEFAULT_PRIVILEGES)
         scripts += rendered
         if populated_matviews:
             # Neither a schema-only nor a data-only archive populates materialized views.
             scripts.append(Path(tmp) / "matviews.sql")
-            scripts[-1].write_text("".join(f"REFRESH MATERIALIZED VIEW {name};\n" for name in populated_matviews))
+            scripts[-1].write_text(refresh_matviews_sql(target, populated_matviews))
         run_sql_strict(target, scripts)
     warn_left_out_memberships(excluded, target.describe())
     return SupabaseRestoreReport(time.monotonic() - started, kept_total, excluded, 0)
 
 
+def is_custom_archive(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(CUSTOM_ARCHIVE_MAGIC)) == CUSTOM_ARCHIVE_MAGIC
+
+
+def plain_section(script: Path, sections: tuple[str, ...], out: Path) -> Path:
+    """``script`` itself, or the pre-data or post-data part of it (written to ``out``, mode 0600)."""
+    if not sections:
+        return script
+    if sections not in (("pre-data",), ("post-data",)):
+        raise RestoreError(f"{script.name}: a plain script splits into pre-data or post-data, not {sections}")
+    # pg_dump writes every pre-data entry before every post-data one: split at the first post-data.
+    pre_data, post_data = split_plain_schema(script.read_bytes().decode("utf-8", "surrogateescape"))
+    text = pre_data if sections == ("pre-data",) else post_data
+    if sections == ("pre-data",) and post_data:
+        # pg_dump >= 15.14 opens with \restrict <key> and closes with \unrestrict <key>, which the
+        # post-data part keeps; without it the next file run by the same psql could not start.
+        restricted = _RESTRICT_LINE.search(pre_data, 0, _first_entry_offset(pre_data))
+        if restricted:
+            text += f"\n\\unrestrict {restricted[1]}\n"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as sink:
+        sink.write(text.encode("utf-8", "surrogateescape"))
+    return out
+
+
+_RESTRICT_LINE = re.compile(r"^\\restrict (\S+)$", re.MULTILINE)
+
+
+def _first_entry_offset(script: str) -> int:
+    entries = plain_dump_entries(script)
+    return entries[0].offset if entries else len(script)
+
+
+def refresh_matviews_sql(target: PgConnInfo, names: Iterable[str]) -> str:
+    """REFRESH statements for these manifest keys (``order."select mv"``), quoted by the server's rules."""
+    from psycopg2 import sql
+
+    connection = connect(target)
+    try:
+        return "".join(
+            sql.SQL("REFRESH MATERIALIZED VIEW {};\n").format(relation_sql(name)).as_string(connection)
+            for name in names
+        )
+    finally:
+        connection.close()
