@@ -269,12 +269,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="render the docs from a results file (e.g. a run's scaling-partial.json) without running")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     counts = [int(s) for s in args.concurrency.split(",") if s.strip()]
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
+    if args.from_json is not None:
+        saved = json.loads(args.from_json.read_text())
+        _publish(args, saved["series"], saved["concurrency"], saved.get("run", str(args.from_json)))
+        return 0
+    partial = out / "scaling-partial.json"  # after every size: a long run cut short keeps what it measured
+
+    def save(series: list[dict[str, Any]], concurrency: list[dict[str, Any]]) -> None:
+        run = f"{started:%Y-%m-%d %H:%M} UTC, {(datetime.now(UTC) - started).total_seconds() / 60:.0f} min"
+        partial.write_text(json.dumps({"series": series, "concurrency": concurrency, "run": run}, indent=2))
+
     with TemporaryCluster() as cluster, MotoServer() as moto, tempfile.TemporaryDirectory(prefix="pgb-keys-") as keys:
         key = generate_key(Path(keys), RECIPIENT)
         moto.create_bucket(BUCKET)
@@ -286,22 +298,29 @@ def main(argv: list[str] | None = None) -> int:
                 moto_pid=_moto_pid(), out=out, quiet_max_seconds=args.quiet_wait,
             )
             decryption = DecryptionKey(key.private_key_armored, key.passphrase)
-            series = []
+            series: list[dict[str, Any]] = []
+            concurrency = run_concurrency(services, args.concurrent_mb, counts) if counts else []
+            save(series, concurrency)
             for megabytes in sizes:
                 series.append(run_size(services, megabytes, decryption))
+                save(series, concurrency)
                 moto.reset()
                 moto.create_bucket(BUCKET)
-            concurrency = run_concurrency(services, args.concurrent_mb, counts) if counts else []
     run = f"{started:%Y-%m-%d %H:%M} UTC, {(datetime.now(UTC) - started).total_seconds() / 60:.0f} min"
     stamp = f"{started:%Y%m%dT%H%M%SZ}"
     (out / f"scaling-{stamp}.json").write_text(json.dumps({"series": series, "concurrency": concurrency}, indent=2))
+    _publish(args, series, concurrency, run)
+    return 0
+
+
+def _publish(args: argparse.Namespace, series: list[dict[str, Any]], concurrency: list[dict[str, Any]],
+             run: str) -> None:
     section = render(series, concurrency, run)
     print(section)
     if not args.no_docs:
         (args.docs.parent / SVG_NAME).write_text(svg_plot(series))
         update_docs(args.docs, section)
         log(f"updated {args.docs} and {args.docs.parent / SVG_NAME}")
-    return 0
 
 
 if __name__ == "__main__":
