@@ -35,7 +35,8 @@ from pgbackup.errors import ConfigError, RestoreError
 from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.profiles import supabase
-from pgbackup.profiles.supabase import toc
+from pgbackup.profiles.supabase import platform, toc
+from pgbackup.profiles.supabase import profile as supabase_profile
 from pgbackup.restore import DecryptionKey, ValidationSettings, decryption_keyring, fetch_plaintext, validate_backup
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
@@ -709,3 +710,23 @@ def test_profile_flags_drive_config_backup_and_validation() -> None:
     with pytest.raises(ConfigError, match="scratch_template is required to validate a supabase-profile backup: a "
                                           "template database with a new Supabase project's platform"):
         settings.check("projectx", "supabase")
+
+
+@pytest.mark.fault(
+    "a user schema whose name starts with a platform schema's and a space (\"net stuff\"): pg_restore -l prints "
+    "TABLE DATA net stuff t postgres, which reads as platform schema net",
+    "its rows and sequence values are restored (the owner, not the ambiguous name, says whose they are)",
+)
+def test_filter_toc_keeps_rows_of_a_user_schema_named_like_a_platform_one() -> None:
+    lines = [
+        "3700; 0 17100 TABLE DATA net stuff t postgres",
+        "3701; 0 17101 SEQUENCE SET net stuff t_id_seq postgres",
+        "3702; 0 16600 TABLE DATA net http_request_queue supabase_admin",
+        "3703; 0 16495 TABLE DATA auth schema_migrations supabase_auth_admin",
+    ]
+    kept, excluded = supabase.filter_toc(lines, "full")
+    assert [line.split(";")[0] for line in kept] == ["3700", "3701"]
+    assert {e["entry"] for e in excluded} == {"TABLE DATA net.http_request_queue", "TABLE DATA auth.schema_migrations"}
+    assert supabase_profile.rows_left_out(['"net stuff".t', "net.http_request_queue", '"auth.x".y']) == {
+        "net.http_request_queue": platform.NO_DATA_REASON
+    }

@@ -53,7 +53,16 @@ EXPECTED_ROWS = {
     '"ñandú ☃"."データ"': 8,
     'public."x""; DROP TABLE public.victim; --"': 1,
     "public.victim": 2,
+    # pg_restore -l prints names unquoted: "TABLE DATA net stuff t postgres" reads as schema net,
+    # a platform schema whose rows a supabase restore leaves out.
+    '"net stuff".t': 5,
 }
+# User schemas whose first word is a platform schema's name (loaded after hostile_names.sql).
+SPACED_SQL = """
+CREATE SCHEMA "net stuff";
+CREATE TABLE "net stuff".t (id serial PRIMARY KEY, note text);
+INSERT INTO "net stuff".t (note) SELECT 'n' || g FROM generate_series(1, 5) g;
+"""
 MATVIEWS = ['order."select mv"', '"we""ird"."Mat.View"', '"ñandú ☃"."ビュー"']
 # What each refreshed matview holds once its source rows are back.
 MATVIEW_ROWS = {'order."select mv"': 7, '"we""ird"."Mat.View"': 1, '"ñandú ☃"."ビュー"': 6}
@@ -84,6 +93,8 @@ def hostile(gpg_key: GeneratedKey, tmp_path_factory: pytest.TempPathFactory) -> 
     with supabase_cluster() as source, supabase_cluster() as scratch:
         create_platform_template(scratch)
         psql_file(source.postgres_dsn(), HOSTILE_NAMES)
+        (base / "spaced.sql").write_text(SPACED_SQL)
+        psql_file(source.postgres_dsn(), base / "spaced.sql")
         storage = open_storage(f"file://{base}/backups")
         manifests: dict[str, Manifest] = {}
         for name, (kind, dump_format) in BACKUPS.items():

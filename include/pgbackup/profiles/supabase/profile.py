@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pgbackup.dump import split_qualified
 from pgbackup.profiles import Profile, RestoreJob, RestoreOutcome
 from pgbackup.profiles.supabase import roles, shape, strict, toc
 from pgbackup.profiles.supabase.platform import (
@@ -101,7 +102,7 @@ def rows_left_out(tables: Iterable[str]) -> dict[str, str]:
     """Of the manifest's ``schema.table`` keys, those whose rows no supabase restore loads, and why."""
     found: dict[str, str] = {}
     for table in tables:
-        schema, _, name = table.partition(".")
+        schema, name = split_qualified(table)
         if (schema, name) in MIGRATION_TABLES:
             found[table] = MIGRATION_REASON
         elif schema in NO_DATA_SCHEMAS:

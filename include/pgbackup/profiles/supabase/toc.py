@@ -286,6 +286,10 @@ def _exclusion_reason(
         if entry.name in PLATFORM_PUBLICATIONS:
             return "platform publication; a new project already has it (its user tables are restored)"
         return None
+    if desc in ("TABLE DATA", "SEQUENCE SET") and not _platform_owned(entry):
+        # pg_restore -l prints names unquoted: a user schema "net stuff" reads as schema net.
+        # The owner is unambiguous (last word), and the platform's own state is the platform's.
+        return None
     if desc == "TABLE DATA":
         if (entry.schema, entry.name) in MIGRATION_TABLES:
             return MIGRATION_REASON
