@@ -28,9 +28,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from devtools.airflow_runner import AirflowError, AirflowStandalone, kill_process_group
 from devtools.pg_cluster import TemporaryCluster, free_port
@@ -117,6 +119,19 @@ class CeleryDeployment(AirflowStandalone):
         })
         env.update(self.extra_env)
         return env
+
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        # One API server process on a loaded 2-core machine may miss a 30 s read now and
+        # then; a read is safe to repeat, a write is not.
+        attempts = 4 if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return super()._request(method, path, body, auth)
+            except (TimeoutError, urllib.error.URLError) as exc:
+                if attempt == attempts or isinstance(exc, urllib.error.HTTPError):
+                    raise
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
     def worker_log(self, worker: Worker) -> Path:
         return self.home / worker.log_name
