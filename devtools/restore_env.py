@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -173,6 +174,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.2)
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so the context managers stop Airflow and the servers
+
+    signal.signal(signal.SIGTERM, stop)
     with (
         tempfile.TemporaryDirectory(prefix="restore-env-") as folder,
         restore_environment(Path(folder), args.scale, args.port) as env,

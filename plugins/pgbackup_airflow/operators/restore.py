@@ -195,7 +195,6 @@ class _RestoreBase(PgBackupBaseOperator):
             force=bool(values["overwrite"]),
             source=target_conn_info(target, config.timeouts),
             schema_backup_id=values.get("schema_backup_id"),
-            template=target.validation.scratch_template if target.profile != "plain" else None,
             jobs=target.validation.restore_jobs,
             triggered_by=triggered_by(context),
             restore_command=cli,
@@ -231,7 +230,7 @@ class ResolveRestoreOperator(_RestoreBase):
         inputs = RestoreInputs.from_params(context["params"], config)
         target = config.target(inputs.target)
         if inputs.mode == PITR:
-            return self._resolve_pitr(config, target, inputs)
+            return {**self._resolve_pitr(config, target, inputs), "triggered_by": triggered_by(context)}
         try:
             decryption_key(config)  # a missing key is refused now, not after a safety backup
         except PgBackupError:
@@ -315,7 +314,6 @@ class ResolveRestoreOperator(_RestoreBase):
             "recovery_time_target_unix": unix,
             "summary": summary,
             "row_counts": {},
-            "triggered_by": "",
             "resolved_at": iso(utcnow()),
         }
 
@@ -631,6 +629,9 @@ class RestoreAuditOperator(_RestoreBase):
         return {**audit, "stored_at": stored}
 
 
+_DECIDED = {ApprovalOperator.APPROVE: "approved", ApprovalOperator.REJECT: "rejected"}
+
+
 def slack_summary(audit: Mapping[str, Any], where: str) -> str:
     icon = {PASSED: ":white_check_mark:", REJECTED: ":no_entry_sign:", FAILED: ":red_circle:"}[audit["outcome"]]
     resolved = audit["resolved"]
@@ -638,9 +639,13 @@ def slack_summary(audit: Mapping[str, Any], where: str) -> str:
     approval = audit["approval"]
     lines = [
         f"{icon} pgbackup restore {audit['outcome'].upper()}: {what} -> {resolved['into']} "
-        f"(target {audit['target']}, mode {resolved.get('mode')})",
+        f"(target {audit['target']}, mode {resolved.get('mode')}, run `{audit['run_id']}`)",
         f"triggered by {audit['triggered_by']}"
-        + (f"; {approval['chosen'].lower()}d by {approval['by']}" if approval["chosen"] else "")
+        + (
+            f"; {_DECIDED.get(approval['chosen'], approval['chosen'])} by {approval['by']}"
+            if approval["chosen"]
+            else ""
+        )
         + ("" if approval["needed"] else "; no approval needed (new database)"),
     ]
     if audit["outcome"] == PASSED and audit.get("tables_checked") is not None:
