@@ -37,7 +37,12 @@ from pgbackup_airflow.operators.maintenance import (
     PruneBackupsOperator,
 )
 from pgbackup_airflow.operators.monitor import MonitorBackupsOperator
-from pgbackup_airflow.operators.monthly import AuditBackupsOperator, RecoveryDrillOperator, StrategyReportOperator
+from pgbackup_airflow.operators.monthly import (
+    AuditBackupsOperator,
+    MonthlyVerdictOperator,
+    RecoveryDrillOperator,
+    StrategyReportOperator,
+)
 from pgbackup_airflow.operators.validate import ValidateBackupOperator, backup_asset
 from pgbackup_airflow.timetables import FirstSundayOfMonthTimetable
 
@@ -146,7 +151,8 @@ def build_monthly_dag(config_path: str | None = None, dag_id: str = MONTHLY_DAG_
     objectives) and the strategy review report at ``reports/YYYY-MM.html`` in the primary.
 
     The audit and the drills run even when a backup failed (they check what storage holds);
-    the report runs after all of them and lists their failures.
+    the report runs after all of them and lists their failures; the ``verdict`` leaf fails
+    the run when any of them failed.
     """
     config = load_config(config_path)
     monthly = config.schedule.monthly
@@ -183,6 +189,8 @@ def build_monthly_dag(config_path: str | None = None, dag_id: str = MONTHLY_DAG_
         report = StrategyReportOperator(task_id="report", trigger_rule=TriggerRule.ALL_DONE, **common)
         prunes >> audit
         [audit, *drills] >> report
+        # The run's state: failed when any step of the month failed, though the report still ran.
+        [*prunes, audit, *drills, report] >> MonthlyVerdictOperator(task_id="verdict", retries=0)
     return dag
 
 

@@ -95,10 +95,12 @@ def test_monthly_backs_up_then_audits_drills_and_reports(shapes: dict[str, Any])
     assert monthly["tiers"] == {"projectx.dump": "monthly"}
     assert tasks["projectx.dump"] == ["projectx.compress"]
     assert tasks["projectx.validate"] == ["projectx.drill", "projectx.prune"]
-    assert tasks["projectx.prune"] == ["audit", "projectx.cleanup_staging"]  # the audit never races a delete
-    assert tasks["projectx.drill"] == ["projectx.cleanup_staging", "report"]  # the teardown waits for it
-    assert tasks["audit"] == ["report"]
-    assert tasks["report"] == []
+    assert tasks["projectx.prune"] == ["audit", "projectx.cleanup_staging", "verdict"]  # no audit races a delete
+    assert tasks["projectx.drill"] == ["projectx.cleanup_staging", "report", "verdict"]  # the teardown waits
+    assert tasks["audit"] == ["report", "verdict"]
+    assert tasks["report"] == ["verdict"]
+    # The leaf that decides the run: any failed step of the month fails it, after the report ran.
+    assert tasks["verdict"] == [] and monthly["rules"]["verdict"] == "all_success"
     # They check what storage holds, whatever this month's backup did; findings are not retried.
     for task in ("audit", "projectx.drill", "report"):
         assert monthly["rules"][task] == "all_done", task

@@ -185,6 +185,19 @@ class StrategyReportOperator(PgBackupConfigOperator):
         return {"location": location, "key": key, "bytes": len(html.encode()), "summary": summary}
 
 
+class MonthlyVerdictOperator(BaseOperator):
+    """The run's leaf: succeeds only when every backup, the audit, every drill and the report did.
+
+    The report runs whatever happened before it (it lists the failures), so without this
+    leaf a failed audit or drill would leave the DAG run green.
+    """
+
+    ui_color = "#eaeded"
+
+    def execute(self, context: Any) -> None:
+        self.log.info("the month's backups, audit, drills and report all succeeded")
+
+
 def report_settings(config: PgBackupConfig, run_at: dt.datetime, now: dt.datetime) -> Any:
     """Named after the run's month; covering from the previous monthly slot (at least
     ``MIN_REPORT_DAYS``) up to now, so a run that starts late still reports what it just did."""
