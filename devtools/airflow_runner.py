@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from devtools.pg_cluster import free_port
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 TERMINAL_STATES = {"success", "failed"}
@@ -169,7 +172,13 @@ class AirflowStandalone:
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = self.run_state(dag_id, run_id)
+            try:
+                state = self.run_state(dag_id, run_id)
+            except (TimeoutError, urllib.error.URLError) as exc:
+                # A loaded 2-core machine can stall the API server past one poll's timeout; poll again.
+                log.warning("polling run %s of %s: %s; retrying", run_id, dag_id, exc)
+                time.sleep(3)
+                continue
             if state in TERMINAL_STATES:
                 return state
             time.sleep(3)
