@@ -24,7 +24,7 @@ DISABLE_ENV = "PGBACKUP_NO_RELIABILITY_REPORT"
 
 _results: dict[str, dict[str, Any]] = {}
 _collected: set[str] = set()
-_full_run = False
+_state = {"full_run": False}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,11 +34,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    global _full_run
     _collected.update(item.nodeid for item in session.items if item.get_closest_marker("fault"))
     args = [a for a in session.config.args if not a.startswith("-")]
     no_filter = not session.config.getoption("keyword") and not session.config.getoption("markexpr")
-    _full_run = no_filter and all(Path(a).resolve() in (ROOT / "tests", ROOT) for a in args or [str(ROOT / "tests")])
+    whole_tree = all(Path(a).resolve() in (ROOT / "tests", ROOT) for a in args or [str(ROOT / "tests")])
+    _state["full_run"] = no_filter and whole_tree
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -70,7 +70,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         known: dict[str, dict[str, Any]] = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
     except ValueError:
         known = {}
-    if _full_run:
+    if _state["full_run"]:
         known = {k: v for k, v in known.items() if k in _collected}
     known.update(_results)
     JSON_PATH.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
