@@ -20,7 +20,7 @@ from pgbackup import __version__
 from pgbackup.compress import CompressStage, tool_version
 from pgbackup.config import CompressionConfig, EncryptionConfig
 from pgbackup.dump import DumpStage, SnapshotSession, server_major_version
-from pgbackup.errors import ConfigError, IntegrityError, StorageError
+from pgbackup.errors import ConfigError, IntegrityError, ObjectExistsError, StorageError
 from pgbackup.gpg import EncryptStage, Keyring, RecipientKey, gpg_version
 from pgbackup.manifest import (
     Manifest,
@@ -228,9 +228,47 @@ def encrypt_file(manifest: Manifest, request: BackupRequest, workdir: Path) -> M
 
 
 def upload_artifact(manifest: Manifest, artifact: Path, storage: Storage, destination: str) -> Manifest:
-    """Upload, check the stored checksum against the manifest, then write the manifest last."""
-    uploaded = storage.put_file(manifest.object_key, artifact)
+    """Upload, check the stored checksum against the manifest, then write the manifest last.
+
+    A retry of an upload killed after its object landed but before its manifest finds the key
+    taken: it adopts that object when it is provably this artifact (``_adopt_unpublished``).
+    """
+    try:
+        uploaded = storage.put_file(manifest.object_key, artifact)
+    except ObjectExistsError as taken:
+        uploaded = _adopt_unpublished(manifest, storage, taken)
     return publish(manifest, uploaded, storage, destination)
+
+
+ADOPTED_VERIFIED_BY = "sha256-reread"  # an adopted object was proved by reading it back whole
+
+
+def _adopt_unpublished(manifest: Manifest, storage: Storage, taken: ObjectExistsError) -> UploadResult:
+    """The object an earlier attempt of this very upload stored, when it has no manifest and its
+    stored bytes are this artifact's (size, then sha256 of a full read-back). Anything else under
+    the key keeps the upload refused (``taken``) and is left exactly as it is.
+
+    The key holds this run's random suffix, so only an earlier attempt of this run can have
+    written these bytes; the bytes themselves are proved, not assumed.
+    """
+    key = manifest.object_key
+    if storage.stat(manifest_key(key)) is not None:
+        raise ObjectExistsError(f"{taken} (its manifest exists too: this backup was already published)") from taken
+    try:
+        storage.verify(key, manifest.sha256, manifest.size)
+    except IntegrityError as differs:
+        raise ObjectExistsError(
+            f"{taken}; it is not this run's artifact ({differs}), so it was neither adopted nor changed"
+        ) from differs
+    log.warning(
+        "%s key %s already held this run's artifact with no manifest (an earlier attempt was killed "
+        "before publishing): its %d bytes read back with the expected sha256, so it is published as is",
+        storage.url,
+        key,
+        manifest.size,
+    )
+    # No version: this attempt did not write it, so a failure from here on leaves it for the next retry.
+    return UploadResult(key=key, size=manifest.size, sha256=manifest.sha256, verified_by=ADOPTED_VERIFIED_BY)
 
 
 def publish(manifest: Manifest, uploaded: UploadResult, storage: Storage, destination: str) -> Manifest:
@@ -264,8 +302,11 @@ def publish(manifest: Manifest, uploaded: UploadResult, storage: Storage, destin
 
 def replicate(manifest: Manifest, source: Storage, target: Storage, destination: str) -> Manifest:
     """Copy a published backup between destinations, streaming, checking sha256 end to end."""
-    with source.open_read(manifest.object_key) as stream:
-        uploaded = target.put_stream(manifest.object_key, stream)
+    try:
+        with source.open_read(manifest.object_key) as stream:
+            uploaded = target.put_stream(manifest.object_key, stream)
+    except ObjectExistsError as taken:  # a retried copy whose earlier attempt was killed before its manifest
+        uploaded = _adopt_unpublished(manifest, target, taken)
     return publish(manifest, uploaded, target, destination)
 
 
@@ -324,6 +365,14 @@ def stream_backup(request: BackupRequest, primary: Storage, destination: str) ->
 
 def _remove_own_object(storage: Storage, uploaded: UploadResult) -> None:
     """Remove the object version this run wrote, never another run's (see Storage.delete_version)."""
+    if not uploaded.version:
+        log.warning(
+            "left the adopted object %s/%s in place: an earlier attempt stored it and it is this run's "
+            "artifact; it has no manifest, and the next retry adopts it again",
+            storage.url,
+            uploaded.key,
+        )
+        return
     try:
         if storage.delete_version(uploaded.key, uploaded.version):
             log.info("removed this run's object %s/%s after the failure", storage.url, uploaded.key)
