@@ -52,10 +52,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="manifest-before-upload",
         promise="the manifest is written last: a failed upload leaves no manifest at that destination",
         path="include/pgbackup/backup.py",
-        old="    uploaded = storage.put_file(manifest.object_key, artifact)\n",
+        old="        uploaded = storage.put_file(manifest.object_key, artifact)\n",
         new=(
-            "    storage.put_bytes(manifest_key(manifest.object_key), manifest.to_json())\n"
-            "    uploaded = storage.put_file(manifest.object_key, artifact)\n"
+            "        storage.put_bytes(manifest_key(manifest.object_key), manifest.to_json())\n"
+            "        uploaded = storage.put_file(manifest.object_key, artifact)\n"
         ),
         tests=("tests/pgbackup/test_publish_order.py",),
     ),
