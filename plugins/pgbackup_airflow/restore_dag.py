@@ -202,10 +202,11 @@ def build_restore_dag(config_path: str | None = None, dag_id: str = RESTORE_DAG_
         tags=["pgbackup", "restore"],
         doc_md=__doc__,
     ) as dag:
-        # Reading and recording are safe to retry (a refused input is never retried: it fails for good).
+        # Reading, asking and recording are safe to retry (a refused input is never retried: it fails for good).
         retried = {"retries": config.retries, "retry_delay": timedelta(seconds=config.retry_delay_seconds)}
         resolve = ResolveRestoreOperator(task_id=RESOLVE_TASK, **retried, **common)
-        approve = RestoreApprovalOperator(task_id=APPROVAL_TASK, **common)
+        # A retry (a worker that could not start on a loaded machine) only asks again.
+        approve = RestoreApprovalOperator(task_id=APPROVAL_TASK, **retried, **common)
         # Runs after an approval, or when none was needed (approval skipped); a Reject skips it.
         restore = RestoreDatabaseOperator(
             task_id=RESTORE_TASK, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common

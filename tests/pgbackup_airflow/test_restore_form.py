@@ -78,9 +78,10 @@ def test_the_dag_shape(config_path: str) -> None:
     }
     assert dag.task_dict["restore"].trigger_rule == "none_failed_min_one_success"
     assert dag.task_dict["audit"].trigger_rule == "all_done"
-    # A restore or an approval is never retried by itself; reading and recording are.
-    assert dag.task_dict["restore"].retries == 0 and dag.task_dict["approve_overwrite"].retries == 0
+    # A restore is never retried by itself; reading, asking and recording are.
+    assert dag.task_dict["restore"].retries == 0
     assert dag.task_dict["resolve"].retries == dag.task_dict["audit"].retries == 2
+    assert dag.task_dict["approve_overwrite"].retries == 2
 
 
 BAD_INPUTS = [

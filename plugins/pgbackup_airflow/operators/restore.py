@@ -53,6 +53,7 @@ NEW_DATABASE, EXISTING_DATABASE = "new_database", "existing_database"
 PITR = "supabase-pitr"
 FORM_MODES = (*recovery.MODES, PITR)
 REJECTED, PASSED, FAILED, REFUSED = "rejected", "passed", "failed", "refused"
+RESPONSE_KEY = "response"  # the approval's answer, as the approval task stores it
 
 
 def _text(params: Mapping[str, Any], name: str) -> str | None:
@@ -409,6 +410,21 @@ class RestoreApprovalOperator(ApprovalOperator):
         self._post_request(context, resolved)
         return super().execute(context)
 
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # A Reject skips the restore by raising inside ApprovalOperator, so its return value is never
+        # stored: keep the answer (and who gave it) under its own key first, for the restore and the audit.
+        if "error" not in event:
+            user = event.get("responded_by_user") or {}
+            context["ti"].xcom_push(
+                key=RESPONSE_KEY,
+                value={
+                    "chosen_options": list(event.get("chosen_options") or []),
+                    "responded_by_user": {"id": user.get("id"), "name": user.get("name")},
+                    "responded_at": str(event.get("responded_at")),
+                },
+            )
+        return super().execute_complete(context, event)
+
     def _post_request(self, context: Any, resolved: Mapping[str, Any]) -> None:
         if not self.slack:
             return
@@ -436,7 +452,7 @@ class RestoreDatabaseOperator(_RestoreBase):
 
     def execute(self, context: Any) -> dict[str, Any]:
         resolved = self.resolved(context)
-        approval = context["ti"].xcom_pull(task_ids=APPROVAL_TASK)
+        approval = context["ti"].xcom_pull(task_ids=APPROVAL_TASK, key=RESPONSE_KEY)
         approved_by = None
         if resolved["needs_approval"]:
             if not approval or list(approval.get("chosen_options") or []) != [ApprovalOperator.APPROVE]:
@@ -568,7 +584,7 @@ class RestoreAuditOperator(_RestoreBase):
                 f"the restore was refused at {RESOLVE_TASK} (bad input or nothing to restore: see its log); "
                 "nothing was touched"
             )
-        approval = ti.xcom_pull(task_ids=APPROVAL_TASK)
+        approval = ti.xcom_pull(task_ids=APPROVAL_TASK, key=RESPONSE_KEY)
         restored = ti.xcom_pull(task_ids=RESTORE_TASK)
         failed_record = ti.xcom_pull(task_ids=RESTORE_TASK, key="record")
         chosen = list((approval or {}).get("chosen_options") or [])
