@@ -36,7 +36,7 @@ class PgBackupUiPlugin(AirflowPlugin):
             "url_route": "backups",
             "destination": "nav",
             "nav_top_level": True,
-            "icon": _icon("64748b"),
+            "icon": _icon("7d93b2"),  # readable on the nav's light background and on its dark selection
             "icon_dark_mode": _icon("cbd5e0"),
         }
     ]

@@ -239,6 +239,9 @@ class CatalogView:
         assert self._snapshot is not None
         return self._snapshot
 
+    def has_snapshot(self) -> bool:
+        return self._snapshot is not None
+
     def refresh_in_background(self) -> threading.Thread | None:
         """Start reading a new snapshot unless a read is already running; the thread, or None."""
         if not self._lock.acquire(blocking=False):

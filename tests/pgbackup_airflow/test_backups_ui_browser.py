@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from test_backups_ui_api import USERS, BackupsUi, backups_ui_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow_e2e]
@@ -54,12 +55,12 @@ def browser() -> Iterator[Any]:
 
 
 def log_in(page: Any, url: str, user: str) -> None:
+    page.set_default_timeout(60_000)  # a loaded 2-core CI box renders Airflow's bundle slowly
     page.goto(f"{url}/", wait_until="networkidle")
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(USERS[user])
+    page.locator("input[name=username]").fill(user)
+    page.locator("input[name=password]").fill(USERS[user])
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{url}/**", timeout=30_000)
-    page.get_by_role("link", name="Backups").wait_for(timeout=30_000)
+    page.get_by_role("link", name="Backups").wait_for()
 
 
 def shoot(target: Any, name: str) -> Path:
@@ -71,7 +72,7 @@ def shoot(target: Any, name: str) -> Path:
 
 def test_log_in_browse_filter_detail_and_restore(backups_ui: BackupsUi, browser: Any) -> None:
     made = backups_ui.backup
-    context = browser.new_context(viewport=VIEWPORT, color_scheme="light")
+    context = browser.new_context(viewport=VIEWPORT, color_scheme="light", reduced_motion="reduce")
     page = context.new_page()
     log_in(page, backups_ui.airflow.url, "admin")
 
@@ -86,11 +87,11 @@ def test_log_in_browse_filter_detail_and_restore(backups_ui: BackupsUi, browser:
     shoot(page, "backups-overview-light")
 
     # Filter: this target, verified only -> exactly the real backup, with its rows.
-    frame.get_by_label("Target").select_option("projectx")
-    frame.get_by_label("State").select_option("verified")
+    frame.locator("#f-target").select_option("projectx")
+    frame.locator("#f-state").select_option("verified")
     rows = frame.get_by_test_id("backup-row")
     rows.first.wait_for()
-    frame.get_by_text("1 backup", exact=True).wait_for()
+    expect(frame.locator("#total")).to_have_text("1 backup")
     assert rows.count() == 1
     total_rows = sum(made.source["row_counts"].values())
     assert f"{total_rows:,}" in rows.first.inner_text()
@@ -106,17 +107,27 @@ def test_log_in_browse_filter_detail_and_restore(backups_ui: BackupsUi, browser:
     prefill = frame.get_by_test_id("restore-prefill")
     prefill.wait_for(timeout=30_000)
     assert made.backup_id in prefill.inner_text()
-    assert frame.get_by_label("Which backup").input_value() == "exact_id"
-    assert frame.get_by_label("Backup id").input_value() == made.backup_id
-    assert frame.get_by_label("Target", exact=True).last.input_value() == "projectx"
-    assert frame.get_by_label("Restore from").input_value() == "s3"
-    assert frame.get_by_role("button", name="Trigger").is_enabled()
+    form = frame.locator("#restoreForm")
+    assert form.get_by_label("Which backup").input_value() == "exact_id"
+    assert form.get_by_label("Backup id").input_value() == made.backup_id
+    assert form.get_by_label("Target").input_value() == "projectx"
+    assert form.get_by_label("Restore from").input_value() == "s3"
+    assert form.get_by_label("Restore into").input_value() == "new_database"
     shoot(page, "backups-restore-form-light")
+
+    # Trigger goes through Airflow's own API with the user's session: a queued run of the DAG
+    # (paused here, so nothing restores), its conf exactly the form's.
+    form.get_by_role("button", name="Trigger").click()
+    triggered = form.get_by_text("Triggered")
+    triggered.wait_for()
+    run_id = triggered.get_by_role("link").inner_text()
+    run = backups_ui.json(f"/api/v2/dags/pg_restore_manual/dagRuns/{run_id}")
+    assert run["conf"]["backup_id"] == made.backup_id and run["conf"]["backup"] == "exact_id"
     context.close()
 
 
 def test_dark_mode_and_reports(backups_ui: BackupsUi, browser: Any) -> None:
-    context = browser.new_context(viewport=VIEWPORT, color_scheme="dark")
+    context = browser.new_context(viewport=VIEWPORT, color_scheme="dark", reduced_motion="reduce")
     page = context.new_page()
     log_in(page, backups_ui.airflow.url, "viewer")
     page.get_by_role("link", name="Backups").click()
@@ -135,5 +146,6 @@ def test_dark_mode_and_reports(backups_ui: BackupsUi, browser: Any) -> None:
     report = frame.frame_locator("iframe.report")
     report.locator("body").wait_for(timeout=30_000)
     assert "analytics" in report.locator("body").inner_text()
+    page.wait_for_timeout(1500)  # the sandboxed report paints in its own renderer process
     shoot(page, "backups-report-dark")
     context.close()

@@ -133,7 +133,10 @@ def create_app() -> FastAPI:
     )
 
     @app.get("/", dependencies=CanRead, response_class=HTMLResponse)
-    async def page() -> HTMLResponse:
+    def page() -> HTMLResponse:  # sync: FastAPI runs it in a worker thread
+        view = _view()
+        if not view.has_snapshot():
+            view.refresh_in_background()  # the page's API calls follow within a second
         return HTMLResponse(PAGE.read_text(), headers=NO_STORE)
 
     @app.get("/api/overview", dependencies=CanRead)
