@@ -42,6 +42,7 @@ from pgbackup.errors import ConfigError, IntegrityError, PgBackupError, RestoreE
 from pgbackup.manifest import Manifest, iso, utcnow
 from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
 from pgbackup.pgtools import find_program
+from pgbackup.pipeline import die_with_us_prefix, minimal_environment
 from pgbackup.profiles import RestoreJob, profile_for
 from pgbackup.records import store_record
 from pgbackup.restore import (
@@ -554,7 +555,10 @@ def _toc_list(
     refuses commented out."""
     program = find_program("pg_restore", server_major_version(into))
     argv = [program, "-l", *([f"--section={section}"] if section else []), str(archive)]
-    done = subprocess.run(argv, capture_output=True, check=False, timeout=600)
+    # Reads a file, connects nowhere: a minimal environment (no AIRFLOW_CONN_*), dying with the task.
+    done = subprocess.run(
+        [*die_with_us_prefix(), *argv], env=minimal_environment(), capture_output=True, check=False, timeout=600
+    )
     if done.returncode != 0:
         raise RestoreError(f"pg_restore -l {archive.name} failed: {done.stderr.decode('utf-8', 'replace').strip()}")
     lines = []
@@ -573,8 +577,8 @@ def restore_with_list(archive: Path, into: PgConnInfo, listing: Path, *, data_on
     if data_only:
         argv.append("--data-only")
     argv += [f"--use-list={listing}", str(archive)]
-    with libpq_environment(into) as env:
-        done = subprocess.run(argv, env=env, capture_output=True, check=False)
+    with libpq_environment(into) as env:  # minimal: this connection only
+        done = subprocess.run([*die_with_us_prefix(), *argv], env=env, capture_output=True, check=False)
     if done.returncode != 0:
         stderr = done.stderr.decode("utf-8", "replace").strip()[-4000:]
         raise RestoreError(f"restore into {into.describe()} failed (exit {done.returncode}): {stderr}")

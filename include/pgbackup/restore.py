@@ -33,7 +33,7 @@ from pgbackup.manifest import (
 )
 from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
 from pgbackup.pgtools import find_program, split_plain_schema
-from pgbackup.pipeline import run_chain, write_to_file
+from pgbackup.pipeline import die_with_us_prefix, run_chain, write_to_file
 from pgbackup.profiles import RestoreJob, profile_for
 from pgbackup.storage.base import Storage
 
@@ -195,8 +195,10 @@ def restore_archive(
             "-f",
             str(archive),
         ]
+    # Only PATH, locale and this connection (never the task's AIRFLOW_CONN_*), and it dies with
+    # the task: a killed validation must not leave pg_restore/psql writing into the scratch server.
     with libpq_environment(into) as env:
-        done = subprocess.run(argv, env=env, capture_output=True, check=False)
+        done = subprocess.run([*die_with_us_prefix(), *argv], env=env, capture_output=True, check=False)
     if done.returncode != 0:
         stderr = done.stderr.decode("utf-8", "replace").strip()[-4000:]
         raise RestoreError(f"restore into {into.describe()} failed (exit {done.returncode}): {stderr}")
