@@ -8,6 +8,7 @@ exist in the target, and replica mode keeps them from firing on rows being loade
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,8 @@ from pgbackup.profiles.supabase.toc import (
     trigger_functions,
     warn_left_out_memberships,
 )
+
+log = logging.getLogger(__name__)
 
 # The first bytes of a pg_dump custom-format archive; anything else is a plain SQL script.
 CUSTOM_ARCHIVE_MAGIC = b"PGDMP"
@@ -130,6 +133,10 @@ def run_sql_strict(target: PgConnInfo, scripts: Sequence[Path], *, replica: bool
     if done.returncode != 0 or errors:
         raise RestoreError(f"restore into {target.describe()} failed (exit {done.returncode}): "
                            f"{done.stderr.strip()[-4000:]}")
+    # A plain file's membership blocks warn with the statement the owner must run: pass them on.
+    for line in done.stderr.splitlines():
+        if "WARNING:" in line:
+            log.warning("restore into %s: %s", target.describe(), line.split("WARNING:", 1)[1].strip())
     return time.monotonic() - started
 
 
