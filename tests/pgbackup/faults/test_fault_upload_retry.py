@@ -20,7 +20,7 @@ from devtools.pg_cluster import TemporaryCluster
 from devtools.services import MotoServer
 from pgbackup import backup
 from pgbackup.catalog import read_catalog
-from pgbackup.errors import ObjectExistsError
+from pgbackup.errors import ObjectExistsError, StorageError
 from pgbackup.manifest import Manifest, manifest_key
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.storage import open_storage
@@ -145,3 +145,30 @@ def test_upload_retry_never_adopts_anything_else(storage: Storage, staged: Manif
         assert [m.backup_id for m in catalog.backups] == [staged.backup_id]
     else:
         assert catalog.backups == [] and [i.key for i in catalog.incomplete] == [staged.object_key]
+
+
+@pytest.mark.fault(
+    "the retried upload adopts its object, then writing the manifest fails",
+    "the upload fails, no manifest is left, the adopted object stays in place (this run's, complete) "
+    "and the next retry publishes it",
+)
+def test_adopted_object_survives_a_failed_manifest_write_for_the_next_retry(
+    staged: Manifest, workdir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "destination"
+    root.mkdir()
+    storage = open_storage(f"file://{root}")
+    artifact = workdir / backup.ENCRYPTED_FILE
+    backup.upload_artifact(staged, artifact, storage, "primary")
+    _kill_before_manifest(storage, staged)
+    blocker = root / manifest_key(staged.object_key)
+    blocker.mkdir()  # the manifest cannot be written: a directory holds its name
+
+    with pytest.raises(StorageError):
+        backup.upload_artifact(staged, artifact, storage, "primary")
+
+    assert storage.get_bytes(staged.object_key) == artifact.read_bytes()
+    assert read_catalog(storage, "projectx").backups == []
+    blocker.rmdir()
+    published = backup.upload_artifact(staged, artifact, storage, "primary")
+    _assert_one_complete_verified_backup(storage, staged, published)
