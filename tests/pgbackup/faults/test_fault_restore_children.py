@@ -37,6 +37,7 @@ CALLS = {
     "restore.restore_archive plain": ("psql", True),
     "recovery._toc_list": ("pg_restore", False),
     "recovery.restore_with_list": ("pg_restore", True),
+    "supabase list_toc": ("pg_restore", False),  # toc.run_tool: every pg_restore on a file of the supabase profile
 }
 
 CHILD = r"""

@@ -22,6 +22,7 @@ from pathlib import Path
 from pgbackup.errors import RestoreError
 from pgbackup.pgconn import PgConnInfo, connect
 from pgbackup.pgtools import find_program
+from pgbackup.pipeline import die_with_us_prefix, minimal_environment
 from pgbackup.profiles.supabase.platform import (
     MIGRATION_REASON,
     MIGRATION_TABLES,
@@ -328,8 +329,10 @@ def _unquote(name: str) -> str:
 
 
 def run_tool(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), env=dict(env) if env is not None else None, capture_output=True, text=True,
-                          check=False)
+    """Run a PostgreSQL program on a file: a minimal environment (never the task's AIRFLOW_CONN_*)
+    unless ``env`` is given, and it dies with the task."""
+    done = subprocess.run([*die_with_us_prefix(), *argv], env=dict(env) if env is not None else minimal_environment(),
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RestoreError(f"{Path(argv[0]).name} failed (exit {done.returncode}): {done.stderr.strip()[-4000:]}")
     return done
