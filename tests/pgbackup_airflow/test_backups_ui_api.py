@@ -407,3 +407,16 @@ def test_answers_well_under_a_second_for_a_thousand_backups(backups_ui: BackupsU
         f"full re-read of storage {refresh_seconds:.2f} s"
     )
     assert max(max(v) for v in timings.values()) < 1.0, worst
+
+
+def test_the_page_names_the_dags_the_package_builds() -> None:
+    from pgbackup_airflow import dag_factory, restore_dag
+    from pgbackup_airflow.operators import restore
+    from pgbackup_airflow.ui import app
+
+    assert app.BACKUP_DAG_IDS == {
+        "daily": dag_factory.DAILY_DAG_ID,
+        "weekly": dag_factory.WEEKLY_DAG_ID,
+        "monthly": dag_factory.MONTHLY_DAG_ID,
+    }
+    assert (app.RESTORE_DAG_ID, app.EXACT_ID) == (restore_dag.RESTORE_DAG_ID, restore.EXACT_ID)
