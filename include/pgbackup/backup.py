@@ -236,8 +236,33 @@ def upload_artifact(manifest: Manifest, artifact: Path, storage: Storage, destin
     try:
         uploaded = storage.put_file(manifest.object_key, artifact)
     except ObjectExistsError as taken:
+        already = _published_by_this_backup(manifest, storage)
+        if already is not None:
+            return already
         uploaded = _adopt_unpublished(manifest, storage, taken)
     return publish(manifest, uploaded, storage, destination)
+
+
+def _published_by_this_backup(manifest: Manifest, storage: Storage) -> Manifest | None:
+    """The stored manifest when an earlier attempt of this very upload finished publishing (a task
+    killed after its manifest landed, before Airflow recorded success): same backup id, sha256 and
+    size, and the object reads back whole. Retrying it then succeeds without writing anything."""
+    raw = storage.get_bytes(manifest_key(manifest.object_key))
+    if raw is None:
+        return None
+    try:
+        stored = Manifest.from_json(raw, f"{storage.url}/{manifest_key(manifest.object_key)}")
+    except IntegrityError:
+        return None
+    if (stored.backup_id, stored.sha256, stored.size) != (manifest.backup_id, manifest.sha256, manifest.size):
+        return None
+    try:
+        storage.verify(manifest.object_key, manifest.sha256, manifest.size)
+    except IntegrityError:
+        return None
+    log.warning("%s key %s was already published by an earlier attempt of this upload; nothing to do",
+                storage.url, manifest.object_key)
+    return stored
 
 
 ADOPTED_VERIFIED_BY = "sha256-reread"  # an adopted object was proved by reading it back whole
@@ -305,7 +330,10 @@ def replicate(manifest: Manifest, source: Storage, target: Storage, destination:
     try:
         with source.open_read(manifest.object_key) as stream:
             uploaded = target.put_stream(manifest.object_key, stream)
-    except ObjectExistsError as taken:  # a retried copy whose earlier attempt was killed before its manifest
+    except ObjectExistsError as taken:  # a retried copy whose earlier attempt was killed
+        already = _published_by_this_backup(manifest, target)
+        if already is not None:
+            return already
         uploaded = _adopt_unpublished(manifest, target, taken)
     return publish(manifest, uploaded, target, destination)
 

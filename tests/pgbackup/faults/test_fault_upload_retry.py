@@ -119,16 +119,21 @@ def test_replication_retried_after_a_kill_completes_the_copy(
 
 
 @pytest.mark.fault(
-    "a retried upload finds another object under its key (different bytes, a truncated copy) or a "
-    "backup already published there",
+    "a retried upload finds another object under its key (different bytes, a truncated copy) or "
+    "another backup's manifest there",
     "still refused with ObjectExistsError; nothing is overwritten, adopted, published or deleted",
 )
-@pytest.mark.parametrize("held", ["same size, other bytes", "truncated", "already published"])
+@pytest.mark.parametrize("held", ["same size, other bytes", "truncated", "another backup's manifest"])
 def test_upload_retry_never_adopts_anything_else(storage: Storage, staged: Manifest, workdir: Path, held: str) -> None:
     artifact = workdir / backup.ENCRYPTED_FILE
     ours = artifact.read_bytes()
-    if held == "already published":
+    if held == "another backup's manifest":
         backup.upload_artifact(staged, artifact, storage, "primary")
+        other_manifest = Manifest.from_json(storage.get_bytes(manifest_key(staged.object_key)) or b"", "test")
+        other_manifest.backup_id += "-other"
+        versioned = storage.get_bytes_versioned(manifest_key(staged.object_key))
+        assert versioned is not None
+        storage.replace_bytes(manifest_key(staged.object_key), other_manifest.to_json(), versioned[1])
     else:
         other = bytes(b ^ 0xFF for b in ours[:64]) + ours[64:] if held.startswith("same size") else ours[:-1]
         assert other != ours
@@ -141,10 +146,28 @@ def test_upload_retry_never_adopts_anything_else(storage: Storage, staged: Manif
     assert staged.object_key in str(refused.value) and "nothing was overwritten" in str(refused.value)
     assert _snapshot(storage) == before
     catalog = read_catalog(storage, "projectx")
-    if held == "already published":
-        assert [m.backup_id for m in catalog.backups] == [staged.backup_id]
+    if held == "another backup's manifest":
+        assert [m.backup_id for m in catalog.backups] == [staged.backup_id + "-other"]
     else:
         assert catalog.backups == [] and [i.key for i in catalog.incomplete] == [staged.object_key]
+
+
+@pytest.mark.fault(
+    "an upload task is killed after its manifest landed, before Airflow recorded success; Airflow retries it",
+    "the retry finds this very backup published (same id, sha256, size; object reads back) and succeeds, "
+    "writing nothing",
+)
+def test_upload_retried_after_publishing_succeeds_without_writing(
+    storage: Storage, staged: Manifest, workdir: Path
+) -> None:
+    artifact = workdir / backup.ENCRYPTED_FILE
+    first = backup.upload_artifact(staged, artifact, storage, "primary")
+    before = _snapshot(storage)
+
+    again = backup.upload_artifact(staged, artifact, storage, "primary")
+
+    assert again.backup_id == first.backup_id and again.destination == first.destination
+    assert _snapshot(storage) == before
 
 
 @pytest.mark.fault(
