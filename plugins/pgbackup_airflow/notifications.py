@@ -95,13 +95,16 @@ def record_failure_event(context: Any, config_path: str | None) -> None:
 
     ti, task = context.get("ti"), context.get("task")
     target = getattr(task, "target", None) or None
+    # The first line: an audit's or drill's details are in their own records, which the report lists.
+    lines = str(context.get("exception")).splitlines() or [""]
+    reason = lines[0] + (" (details in the task log)" if len(lines) > 1 else "")
     try:
         config = load_config(config_path)
         event = {
             "at": iso(utcnow()),
             "source": f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')}",
             "severity": "error",
-            "message": f"failed (try {getattr(ti, 'try_number', '?')}): {context.get('exception')}"[:2000],
+            "message": f"failed (try {getattr(ti, 'try_number', '?')}): {reason}"[:2000],
             "target": target,
         }
         primary = config.primary

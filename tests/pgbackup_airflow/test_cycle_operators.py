@@ -122,3 +122,26 @@ def test_supabase_managed_backups_are_read_through_the_connection(
     monkeypatch.setenv("AIRFLOW_CONN_SUPABASE_API", json.dumps({"conn_type": "generic", "password": "x"}))
     with pytest.raises(ConfigError, match="project_ref"):
         check_breaches(cfg, open_storage(f"file://{tmp_path}"), now)
+
+
+def test_a_task_failure_is_kept_as_an_event_for_the_monthly_report(tmp_path: Path) -> None:
+    from pgbackup.records import read_events
+    from pgbackup_airflow.notifications import record_failure_event
+
+    backups = tmp_path / "backups"
+    data = yaml.safe_load((REPO / "include" / "pgbackup.yaml").read_text())
+    data["destinations"] = [{"name": "local", "type": "local", "path": str(backups), "primary": True}]
+    path = tmp_path / "pgbackup.yaml"
+    path.write_text(yaml.safe_dump(data))
+    context = {
+        "ti": SimpleNamespace(dag_id="pg_backup_monthly", task_id="projectx.drill", try_number=1),
+        "task": SimpleNamespace(target="projectx"),
+        "exception": RuntimeError("recovery drill FAILED: restore\n  - table a: expected 3, found 0"),
+    }
+    record_failure_event(context, str(path))
+    events = read_events(open_storage(f"file://{backups}"))
+    assert len(events) == 1
+    assert events[0]["source"] == "pg_backup_monthly.projectx.drill" and events[0]["target"] == "projectx"
+    assert events[0]["message"] == "failed (try 1): recovery drill FAILED: restore (details in the task log)"
+    # A storage that cannot take it loses the event, never the alert: no exception.
+    record_failure_event(context, str(tmp_path / "missing.yaml"))
