@@ -93,11 +93,39 @@ class RestoreEnv:
             raise AirflowError(f"airflow {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
         return done.stdout
 
+    def get(self, path: str, attempts: int = 5) -> Any:
+        """A GET that rides out an API server too busy to answer within 30 s (a loaded 2-core runner)."""
+        for attempt in range(attempts):
+            try:
+                return self.airflow._get_json(path)
+            except (TimeoutError, OSError) as exc:
+                if attempt == attempts - 1:
+                    raise AirflowError(f"GET {path}: {exc} ({attempts} attempts)") from exc
+                time.sleep(3)
+        raise AssertionError("unreachable")
+
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.airflow._get_json(f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
+        return list(self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"])
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.get(f"{path}?map_index=-1&deserialize=true")["value"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = str(self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+            if state in ("success", "failed"):
+                return state
+            time.sleep(3)
+        raise AirflowError(f"run {run_id} of {dag_id} is still {state} after {timeout}s")
 
     def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
-        for ti in self.airflow.task_instances(dag_id, run_id):
+        for ti in self.task_instances(dag_id, run_id):
             if ti["task_id"] == task_id:
                 return str(ti["state"]) if ti["state"] else None
         return None

@@ -202,15 +202,15 @@ def build_restore_dag(config_path: str | None = None, dag_id: str = RESTORE_DAG_
         tags=["pgbackup", "restore"],
         doc_md=__doc__,
     ) as dag:
-        # Reading, asking and recording are safe to retry (a refused input is never retried: it fails for good).
+        # Reading and recording are safe to retry (a refused input is never retried: it fails for good).
         retried = {"retries": config.retries, "retry_delay": timedelta(seconds=config.retry_delay_seconds)}
         resolve = ResolveRestoreOperator(task_id=RESOLVE_TASK, **retried, **common)
-        # A retry (a worker that could not start on a loaded machine) only asks again.
-        approve = RestoreApprovalOperator(task_id=APPROVAL_TASK, **retried, **common)
-        # Runs after an approval, or when none was needed (approval skipped); a Reject skips it.
-        restore = RestoreDatabaseOperator(
-            task_id=RESTORE_TASK, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **common
-        )
+        approve = RestoreApprovalOperator(task_id=APPROVAL_TASK, **common)
+        # A Reject skips it directly. Otherwise it decides for itself from the recorded answer: Airflow
+        # 3.3 can mark an approval task failed after it resumed with the answer (a race between the
+        # executor's event and the task's own report, seen under load), and an approval given must
+        # not be lost to that, nor may a missing one be taken for one.
+        restore = RestoreDatabaseOperator(task_id=RESTORE_TASK, trigger_rule=TriggerRule.ALL_DONE, **common)
         # Not a direct downstream of the approval, so a Reject does not skip it: rejections are audited too.
         audit = RestoreAuditOperator(task_id=AUDIT_TASK, trigger_rule=TriggerRule.ALL_DONE, **retried, **common)
         resolve >> approve >> restore >> audit

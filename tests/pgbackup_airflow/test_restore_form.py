@@ -76,12 +76,12 @@ def test_the_dag_shape(config_path: str) -> None:
         "restore": ["approve_overwrite", "resolve"],
         "audit": ["resolve", "restore"],  # not below the approval: a Reject does not skip the audit
     }
-    assert dag.task_dict["restore"].trigger_rule == "none_failed_min_one_success"
+    # It decides from the recorded answer itself (a Reject skips it directly).
+    assert dag.task_dict["restore"].trigger_rule == "all_done"
     assert dag.task_dict["audit"].trigger_rule == "all_done"
-    # A restore is never retried by itself; reading, asking and recording are.
-    assert dag.task_dict["restore"].retries == 0
+    # A restore or an approval is never retried by itself (a retry would ask again); reading and recording are.
+    assert dag.task_dict["restore"].retries == dag.task_dict["approve_overwrite"].retries == 0
     assert dag.task_dict["resolve"].retries == dag.task_dict["audit"].retries == 2
-    assert dag.task_dict["approve_overwrite"].retries == 2
 
 
 BAD_INPUTS = [

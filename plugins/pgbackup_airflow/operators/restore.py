@@ -165,12 +165,6 @@ class _RestoreBase(PgBackupBaseOperator):
         kwargs.setdefault("target", "{{ params.target }}")
         super().__init__(**kwargs)
 
-    def resolved(self, context: Any) -> dict[str, Any]:
-        resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK)
-        if not resolved:
-            raise AirflowFailException(f"{self.task_id}: task {RESOLVE_TASK} resolved nothing; nothing was done")
-        return dict(resolved)
-
     def into_conn(self, config: PgBackupConfig, target: TargetConfig, conn_id: str | None, database: str) -> Any:
         if conn_id is None or conn_id == target.postgres_conn_id:
             return target_conn_info(target, config.timeouts).with_dbname(database)
@@ -451,11 +445,16 @@ class RestoreDatabaseOperator(_RestoreBase):
     ui_color = "#d5f5e3"
 
     def execute(self, context: Any) -> dict[str, Any]:
-        resolved = self.resolved(context)
+        resolved = context["ti"].xcom_pull(task_ids=RESOLVE_TASK)
+        if not resolved:
+            raise AirflowSkipException(f"task {RESOLVE_TASK} resolved nothing (see its log); nothing was touched")
         approval = context["ti"].xcom_pull(task_ids=APPROVAL_TASK, key=RESPONSE_KEY)
         approved_by = None
         if resolved["needs_approval"]:
-            if not approval or list(approval.get("chosen_options") or []) != [ApprovalOperator.APPROVE]:
+            chosen = list((approval or {}).get("chosen_options") or [])
+            if chosen == [ApprovalOperator.REJECT]:
+                raise AirflowSkipException("the overwrite was rejected; nothing was touched")
+            if chosen != [ApprovalOperator.APPROVE]:
                 raise AirflowFailException("an overwrite needs an approval and none was given; nothing was touched")
             user = approval.get("responded_by_user") or {}
             approved_by = user.get("name") or user.get("id") or "unknown"
