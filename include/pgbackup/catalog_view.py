@@ -163,6 +163,8 @@ class Snapshot:
     audits: list[dict[str, Any]] = field(default_factory=list)
     alerts: dict[str, Any] = field(default_factory=dict)
     reports: list[dict[str, Any]] = field(default_factory=list)
+    # Merged rows per target (None: all), computed once per snapshot: requests only filter and slice.
+    rows: dict[str | None, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def scrub(value: Any) -> Any:
@@ -345,10 +347,14 @@ class CatalogView:
         }
 
     def _all_rows(self, snap: Snapshot, target: str | None) -> list[dict[str, Any]]:
+        cached = snap.rows.get(target)
+        if cached is not None:
+            return cached
         rows = []
         for name in [target] if target else self.targets:
             rows += [self._row(copies) for copies in self._copies(snap, name).values()]
         rows.sort(key=lambda r: (r["created_at"], r["backup_id"]), reverse=True)
+        snap.rows[target] = rows
         return rows
 
     def backups(
