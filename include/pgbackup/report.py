@@ -327,7 +327,7 @@ h3{font-size:15px;margin:22px 0 8px}
 .card .k{color:#57606a;font-size:12px;text-transform:uppercase;letter-spacing:.04em}
 .card .v{font-size:22px;font-weight:600;margin-top:2px}.card .n{color:#57606a;font-size:12px}
 table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #d8dee4;border-radius:8px;overflow:hidden}
-th,td{text-align:left;padding:7px 10px;border-bottom:1px solid #eaeef2;vertical-align:top}
+th,td{text-align:left;padding:7px 10px;border-bottom:1px solid #eaeef2;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f6f8fa;font-size:12px;color:#57606a;text-transform:uppercase;letter-spacing:.03em}
 tr:last-child td{border-bottom:0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#eaeef2;padding:1px 4px;border-radius:4px;
