@@ -23,20 +23,16 @@ MD_PATH = ROOT / "docs" / "reliability.md"
 DISABLE_ENV = "PGBACKUP_NO_RELIABILITY_REPORT"
 
 _results: dict[str, dict[str, Any]] = {}
-_collected: set[str] = set()
 _state = {"full_run": False}
+_FAULT_PROPERTY = "pgbackup_fault"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "fault(fault, expected): a fault-suite case; its outcome goes into docs/reliability.md"
     )
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    _collected.update(item.nodeid for item in session.items if item.get_closest_marker("fault"))
-    args = [a for a in session.config.args if not a.startswith("-")]
-    no_filter = not session.config.getoption("keyword") and not session.config.getoption("markexpr")
+    args = [a for a in config.args if not a.startswith("-")]
+    no_filter = not config.getoption("keyword") and not config.getoption("markexpr")
     whole_tree = all(Path(a).resolve() in (ROOT / "tests", ROOT) for a in args or [str(ROOT / "tests")])
     _state["full_run"] = no_filter and whole_tree
 
@@ -50,8 +46,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     fault = marker.args[0] if marker.args else marker.kwargs.get("fault", item.name)
     expected = marker.args[1] if len(marker.args) > 1 else marker.kwargs.get("expected", "")
+    # user_properties travel with the report, so this also works from pytest-xdist workers.
+    report.user_properties.append((_FAULT_PROPERTY, [fault, expected]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    fault = dict(report.user_properties).get(_FAULT_PROPERTY)
+    if fault is None:
+        return
     entry = _results.setdefault(
-        item.nodeid, {"fault": fault, "expected": expected, "outcome": "not run", "seconds": 0.0}
+        report.nodeid, {"fault": fault[0], "expected": fault[1], "outcome": "not run", "seconds": 0.0}
     )
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         entry["outcome"] = "skipped" if report.skipped else report.outcome
@@ -64,14 +68,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if not _results or os.environ.get(DISABLE_ENV):
-        return
+    if hasattr(session.config, "workerinput") or not _results or os.environ.get(DISABLE_ENV):
+        return  # an xdist worker: the controller writes the report
     try:
         known: dict[str, dict[str, Any]] = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
     except ValueError:
         known = {}
     if _state["full_run"]:
-        known = {k: v for k, v in known.items() if k in _collected}
+        known = {}  # every fault case ran: rows of removed tests go
     known.update(_results)
     JSON_PATH.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
     MD_PATH.write_text(render(known))
