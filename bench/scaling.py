@@ -186,7 +186,7 @@ def svg_plot(series: list[dict[str, Any]], width: int = 640, height: int = 300) 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
              f'height="{height}" font-family="sans-serif" font-size="11">',
              f'<text x="{left}" y="16" font-size="13" font-weight="600">Wall time vs database size '
-             f'(linear axes; a straight line through 0 is linear cost)</text>',
+             f'(linear axes)</text>',
              f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#57606a"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#57606a"/>',
              f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">database size, MB</text>',
