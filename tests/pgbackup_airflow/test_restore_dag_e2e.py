@@ -34,6 +34,10 @@ from devtools.restore_env import BUCKET, DAILY, RESTORE, TARGET, RestoreEnv, res
 pytestmark = [pytest.mark.integration, pytest.mark.airflow_e2e]
 SCALE = float(os.environ.get("PGBACKUP_RESTORE_E2E_SCALE", "0.1"))
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+# Airflow 3.3 race: an answer given within seconds of the task pausing can meet the scheduler still
+# processing the pause's executor event, which then fails the resumed task (the restore then refuses
+# for want of a recorded approval: safe). People take longer than this to answer.
+ANSWER_AFTER_SECONDS = 15
 BACKFILL_DAYS = [TODAY - timedelta(days=d) for d in (12, 11, 10)]
 
 
@@ -187,6 +191,7 @@ def overwrite(env: RestoreEnv, database: str) -> str:
         RESTORE, {"into": "existing_database", "database": database, "confirm_overwrite": True}
     )
     env.wait_for_task_state(RESTORE, run_id, "approve_overwrite", {"awaiting_input", "deferred"}, timeout=300)
+    time.sleep(ANSWER_AFTER_SECONDS)
     return run_id
 
 

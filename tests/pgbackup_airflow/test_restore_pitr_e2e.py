@@ -80,6 +80,9 @@ def wait_for_approval(airflow: AirflowStandalone, run_id: str, timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if task_state(airflow, run_id, TASK) in ("awaiting_input", "deferred"):
+            # Airflow 3.3 race: an answer within seconds of the pause can fail the resumed task (see
+            # test_restore_dag_e2e.ANSWER_AFTER_SECONDS); people take longer than this to answer.
+            time.sleep(15)
             return dict(
                 airflow._get_json(f"/api/v2/dags/{RESTORE}/dagRuns/{run_id}/taskInstances/{TASK}/-1/hitlDetails")
             )
