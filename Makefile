@@ -3,6 +3,8 @@
 #   make test   - the whole test suite (what .ci/run calls)
 PYTHON ?= python3
 VENV := .venv
+# Tests mostly wait on servers and subprocesses: 3 workers halve the wall time on 2 cores.
+TEST_WORKERS ?= 3
 STAMP := $(VENV)/.installed
 
 .PHONY: demo demo-stop test lint bench setup mutants
@@ -25,7 +27,7 @@ demo-stop:
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)

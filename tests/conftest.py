@@ -28,3 +28,16 @@ def pg_database(pg_cluster: TemporaryCluster) -> Iterator[str]:
     dsn = pg_cluster.create_database(name)
     yield dsn
     pg_cluster.drop_database(name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup`` (what ``make test`` uses).
+
+    A module stays on one worker, so its module fixtures (clusters, moto, a 1.5M-row database)
+    are built once; the modules that start a whole Airflow deployment share one group, so they
+    run one after another instead of three Airflows competing for two cores.
+    """
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        heavy = item.get_closest_marker("airflow_e2e") is not None or path.endswith("test_celery_deployment.py")
+        item.add_marker(pytest.mark.xdist_group("airflow" if heavy else path))
