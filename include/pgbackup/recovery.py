@@ -95,6 +95,8 @@ _BACKUP_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,199}")
 _DATABASE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})
+# A Supabase project's data lives in "postgres": overwriting it (force) must stay possible.
+NEVER_RESTORED_INTO = frozenset({"template0", "template1"})
 # pg_restore -l: "<id>; <tableoid> <oid> <DESC> <schema> <name> <owner>"
 _TOC_RE = re.compile(
     r"^(?P<id>\d+); \d+ \d+ (?P<desc>TABLE DATA|SEQUENCE SET|FK CONSTRAINT|[A-Z][A-Z ]*?) (?P<schema>\S+) (?P<name>\S+)"
@@ -123,14 +125,21 @@ def check_backup_id(value: str) -> str:
     return value
 
 
-def check_database_name(name: str) -> str:
+def check_database_name(name: str, *, overwrite: bool = False) -> str:
+    """A database a restore may write into. ``postgres`` only through the overwrite flow (force:
+    a verified safety backup first), as a Supabase project's own database; templates never."""
     if not isinstance(name, str) or not _DATABASE_RE.fullmatch(name):
         raise ConfigError(
             f"database name {name!r} is not a valid identifier here: expected 1 to 63 letters, digits and "
             "underscores, starting with a letter or underscore (e.g. projectx_restored)"
         )
-    if name.lower() in SYSTEM_DATABASES:
-        raise ConfigError(f"database name {name!r} is a system database; restore into another database")
+    if name.lower() in NEVER_RESTORED_INTO:
+        raise ConfigError(f"database name {name!r} is a template database; restore into another database")
+    if name.lower() in SYSTEM_DATABASES and not overwrite:
+        raise ConfigError(
+            f"database name {name!r} is a system database: restoring into it needs the overwrite flow "
+            "(--force / confirm_overwrite, after a verified safety backup), or choose another database"
+        )
     return name
 
 
@@ -222,7 +231,7 @@ class RestoreRequest:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        check_database_name(self.into.dbname)
+        check_database_name(self.into.dbname, overwrite=self.force)
         if self.mode == TABLES and not self.tables:
             raise ConfigError("mode tables needs at least one table (e.g. --tables public.orders,public.customers)")
         if self.mode != TABLES and self.tables:

@@ -521,3 +521,16 @@ def test_a_profile_backup_is_not_restored_into_an_empty_new_database(
             storage,
         )
     assert not _exists(pg_cluster, "empty_new")
+
+
+@pytest.mark.fault(
+    "a restore into the postgres database (a Supabase project's own) or a template database",
+    "postgres only through the overwrite flow (force, after a verified safety backup); templates never",
+)
+def test_postgres_is_restorable_only_by_overwrite_and_templates_never() -> None:
+    with pytest.raises(ConfigError, match="needs the overwrite flow"):
+        recovery.check_database_name("postgres")
+    assert recovery.check_database_name("postgres", overwrite=True) == "postgres"
+    for template in ("template0", "template1"):
+        with pytest.raises(ConfigError, match="is a template database"):
+            recovery.check_database_name(template, overwrite=True)

@@ -96,7 +96,7 @@ BAD_INPUTS = [
     ({"backup": "newest_before", "before": "yesterday-ish"}, "expected an ISO date"),
     ({"backup": "latest_verified", "backup_id": "../x"}, "contains a path"),
     ({"database": "Robert'); DROP TABLE students;--"}, "is not a valid identifier"),
-    ({"database": "template1"}, "is a system database"),
+    ({"database": "template1"}, "is a template database"),
     ({"into": "existing_database", "database": "victim"}, "tick confirm_overwrite"),
     ({"into": "existing_database", "confirm_overwrite": True}, "needs the database's name"),
     ({"mode": "everything"}, "mode 'everything' is not one of"),

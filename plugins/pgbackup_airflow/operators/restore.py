@@ -116,12 +116,12 @@ class RestoreInputs:
         if into not in (NEW_DATABASE, EXISTING_DATABASE):
             raise ConfigError(f"into {into!r} is not one of {NEW_DATABASE}, {EXISTING_DATABASE}")
         database = _text(params, "database")
-        if database is not None:
-            recovery.check_database_name(database)
         confirm = params.get("confirm_overwrite", False)
         if not isinstance(confirm, bool):
             raise ConfigError(f"confirm_overwrite: expected true or false, got {confirm!r}")
         overwrite = into == EXISTING_DATABASE
+        if database is not None:
+            recovery.check_database_name(database, overwrite=overwrite and confirm)
         if overwrite and not confirm:
             raise ConfigError(
                 "into existing_database overwrites that database: tick confirm_overwrite (an approval and a verified "
