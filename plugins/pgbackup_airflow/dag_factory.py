@@ -22,6 +22,7 @@ from airflow.sdk import (
 )
 
 from pgbackup.config import DUMP_KINDS, PgBackupConfig, TargetConfig, load_config
+from pgbackup_airflow.executors import resolve_data_path
 from pgbackup_airflow.notifications import late_run_deadline, task_failure_notifier
 from pgbackup_airflow.operators.backup import (
     CompressBackupOperator,
@@ -44,6 +45,7 @@ from pgbackup_airflow.operators.monthly import (
     StrategyReportOperator,
 )
 from pgbackup_airflow.operators.validate import ValidateBackupOperator, backup_asset
+from pgbackup_airflow.pools import scratch_pool, source_pool
 from pgbackup_airflow.timetables import FirstSundayOfMonthTimetable
 
 DAILY_DAG_ID = "pg_backup_daily"
@@ -178,7 +180,8 @@ def build_monthly_dag(config_path: str | None = None, dag_id: str = MONTHLY_DAG_
                 )
                 # A drill's or audit's outcome is a finding, not a transient fault: no retry.
                 drill = RecoveryDrillOperator(
-                    task_id="drill", target=target.name, trigger_rule=TriggerRule.ALL_DONE, retries=0, **common
+                    task_id="drill", target=target.name, trigger_rule=TriggerRule.ALL_DONE, retries=0,
+                    pool=scratch_pool(target), **common
                 )
                 # The drill works in the run's staging folder: the teardown waits for it.
                 validate >> drill >> cleanup
@@ -232,8 +235,11 @@ def _backup_chain(
     group = target.name
     common = {"target": target.name, "config_path": config_path}
     destinations = [d.name for d in config.destinations]
-    if target.data_path == "stream":
-        first = StreamBackupOperator(task_id="backup_stream", kind=kind, tier=tier, **common)
+    # auto: staged on a single-machine executor, stream where tasks may land on other workers.
+    if resolve_data_path(config, target) == "stream":
+        first = StreamBackupOperator(
+            task_id="backup_stream", kind=kind, tier=tier, pool=source_pool(target), **common
+        )
         others = [d for d in destinations if d != config.primary.name]
         copies = (
             ReplicateBackupOperator.partial(
@@ -245,7 +251,7 @@ def _backup_chain(
         manifest_task = f"{group}.backup_stream"
         steps = [first] + ([copies] if copies is not None else [])
     else:
-        dump = PgDumpOperator(task_id="dump", kind=kind, tier=tier, **common)
+        dump = PgDumpOperator(task_id="dump", kind=kind, tier=tier, pool=source_pool(target), **common)
         compress = CompressBackupOperator(task_id="compress", manifest_task_id=f"{group}.dump", **common)
         encrypt = EncryptBackupOperator(task_id="encrypt", manifest_task_id=f"{group}.compress", **common)
         upload = UploadBackupOperator.partial(task_id="upload", manifest_task_id=f"{group}.encrypt", **common).expand(
@@ -260,6 +266,7 @@ def _backup_chain(
         # Runs even if a secondary destination failed; it checks the primary's stored copy itself.
         trigger_rule=TriggerRule.ALL_DONE,
         outlets=[backup_asset(target.name)],
+        pool=scratch_pool(target),  # the scratch server's cap on concurrent restore tests
         **common,
     )
     # NONE_FAILED: a failed step anywhere (a destination included) means no pruning, and a failed run.
