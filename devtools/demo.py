@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -94,6 +95,25 @@ def airflow_connections(
     }
 
 
+def print_restore_howto(airflow_url: str, config_path: Path, env: dict[str, str]) -> None:
+    """How to restore the demo's backup from the UI and, with Airflow down, from the CLI."""
+    # The CLI reads the same AIRFLOW_CONN_* values; they are the demo's throwaway secrets.
+    env_file = DEMO_DIR / "cli.env"
+    env_file.touch(mode=0o600)
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items())))
+    print("\nBackups page (catalog, RPO, restore tests, 'Restore this'):")
+    print(f"    {airflow_url}/plugin/backups")
+    print("restore from the UI: trigger pg_restore_manual (defaults: latest verified backup into a NEW database)")
+    print(f"    {airflow_url}/dags/pg_restore_manual  ->  Trigger")
+    print("restore with Airflow down (the break-glass CLI, same config and connections):")
+    print(f"    source {env_file.relative_to(REPO)}")
+    print(f"    .venv/bin/python include/scripts/pgbackup.py --config {config_path.relative_to(REPO)} list")
+    print(
+        f"    .venv/bin/python include/scripts/pgbackup.py --config {config_path.relative_to(REPO)} "
+        f"restore --target {TARGET} --backup latest --into-database {TARGET}_restored"
+    )
+
+
 def ensure_system_packages() -> None:
     from devtools.system_packages import ensure
 
@@ -152,9 +172,10 @@ def run(args: argparse.Namespace) -> int:
             report(airflow, run_id, state, backups_dir, moto, slack)
             if state != "success":
                 return 1
+            print(f"\nAirflow UI: {airflow.url}  login: admin / {airflow.admin_password()}")
+            print_restore_howto(airflow.url, config_path, env)
             if args.exit:
                 return 0
-            print(f"\nAirflow UI: {airflow.url}  login: admin / {airflow.admin_password()}")
             print("Press Ctrl-C (or run `make demo-stop`) to stop everything.")
             while True:
                 time.sleep(3600)
