@@ -55,6 +55,49 @@ def _age_text(age: timedelta) -> str:
 # -- checks -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LateFill:
+    """A scheduled slot filled late (a backfill or a re-run): the backup holds the data of
+    ``created``, not of the slot it fills (``logical``)."""
+
+    target: str
+    kind: str
+    tier: str
+    backup_id: str
+    logical: datetime
+    created: datetime
+
+    @property
+    def message(self) -> str:
+        late = _age_text(self.created - self.logical)
+        return (
+            f"{self.target}: the {self.tier} {self.kind} slot of {iso(self.logical)} was filled late, {late} after it, "
+            f"by {self.backup_id} (it holds the data of {iso(self.created)})"
+        )
+
+
+def late_fills(
+    catalogs: Mapping[str, Catalog], since: datetime, grace: timedelta = timedelta(hours=1)
+) -> list[LateFill]:
+    """Backups made since ``since`` for a slot more than ``grace`` before they were taken."""
+    found: list[LateFill] = []
+    for target, catalog in catalogs.items():
+        for manifest in catalog.backups:
+            if not manifest.logical_date or manifest.created < since:
+                continue
+            try:
+                logical = datetime.fromisoformat(manifest.logical_date)
+            except ValueError:
+                continue
+            if logical.tzinfo is None or manifest.created - logical <= grace:
+                continue
+            found.append(
+                LateFill(target, manifest.kind, manifest.tier, manifest.backup_id, logical, manifest.created)
+            )
+    return sorted(found, key=lambda f: (f.target, f.logical))
+
+
+
 def freshness(
     catalogs: Mapping[str, Catalog], rpo: Mapping[str, timedelta], now: datetime | None = None
 ) -> list[Breach]:

@@ -129,24 +129,47 @@ class MonitorBackupsOperator(PgBackupConfigOperator):
             record_events([(config.primary.name, primary)], iso(now), notification_events(sent, now))
         for breach in breaches:
             self.log.warning("breach %s: %s", breach.key, breach.message)
+        late = filled_late(config, primary, now)
+        for fill in late:
+            self.log.info("filled late: %s", fill.message)
         if is_health_check(config, context):
-            send_slack(config.slack_conn_id, health_summary(config, breaches, run_moment(context)), config.timeouts)
+            summary = health_summary(config, breaches, run_moment(context), late)
+            send_slack(config.slack_conn_id, summary, config.timeouts)
         if failures:
             raise RuntimeError(
                 f"{len(failures)} of {len(notifications)} Slack message(s) could not be sent "
                 f"(they are sent again next run): {failures[0][1]}"
             )
         return {
+            "filled_late": [f.message for f in late],
             "breaches": sorted(b.key for b in breaches),
             "sent": [{"kind": n.kind, "key": n.key} for n in sent],
             "open": sorted(new_state["active"]),
         }
 
 
-def health_summary(config: PgBackupConfig, breaches: list[Any], at: dt.datetime) -> str:
+def health_summary(config: PgBackupConfig, breaches: list[Any], at: dt.datetime, late: Sequence[Any] = ()) -> str:
     targets = ", ".join(t.name for t in config.targets)
     if not breaches:
-        return f":large_green_circle: pgbackup daily health check {at:%Y-%m-%d}: all healthy ({targets})"
-    lines = [f":warning: pgbackup daily health check {at:%Y-%m-%d}: {len(breaches)} open problem(s)"]
-    lines += [f"- {b.message}" for b in breaches[:20]]
+        lines = [f":large_green_circle: pgbackup daily health check {at:%Y-%m-%d}: all healthy ({targets})"]
+    else:
+        lines = [f":warning: pgbackup daily health check {at:%Y-%m-%d}: {len(breaches)} open problem(s)"]
+        lines += [f"- {b.message}" for b in breaches[:20]]
+    if late:
+        lines.append(f"{len(late)} slot(s) filled late in the last day (backfills or re-runs):")
+        lines += [f"- {f.message}" for f in late[:20]]
     return "\n".join(lines)
+
+
+def filled_late(config: PgBackupConfig, primary: Storage, now: dt.datetime) -> list[Any]:
+    """Slots of the last day filled late (a backfill, a cleared run): counted, not alerted."""
+    from pgbackup.catalog import read_catalog
+    from pgbackup.monitor import late_fills
+
+    catalogs = {}
+    for target in config.targets:
+        try:
+            catalogs[target.name] = read_catalog(primary, target.name, now=now)
+        except StorageError:
+            continue  # check_breaches already reports the listing failure
+    return late_fills(catalogs, since=now - dt.timedelta(days=1))
