@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # include/, for th
 
 from pgbackup import backup, envconn, recovery
 from pgbackup.backup import BackupRequest
-from pgbackup.catalog import Catalog, read_catalog
+from pgbackup.catalog_view import Catalog, read_catalog  # the Backups page's reader: one catalog code path
 from pgbackup.config import DUMP_KINDS, TIERS, DestinationConfig, PgBackupConfig, TargetConfig, load_config
 from pgbackup.errors import ConfigError, IntegrityError, PgBackupError, RestoreError, VerificationError
 from pgbackup.manifest import VERIFICATION_FAILED, Manifest, iso, manifest_key, utcnow
