@@ -58,7 +58,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         report.nodeid, {"fault": fault[0], "expected": fault[1], "outcome": "not run", "seconds": 0.0}
     )
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        entry["outcome"] = "skipped" if report.skipped else report.outcome
+        if hasattr(report, "wasxfail"):  # a named limit of a stand-in, said in the test
+            entry["outcome"] = "xfail" if report.skipped else "xpassed"
+            entry["detail"] = str(report.wasxfail)[:300]
+        else:
+            entry["outcome"] = "skipped" if report.skipped else report.outcome
         entry["seconds"] = round(entry["seconds"] + report.duration, 2)
         if report.failed:
             entry["detail"] = str(report.longrepr).strip().splitlines()[-1][:300] if report.longrepr else ""
@@ -82,7 +86,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def render(results: dict[str, dict[str, Any]]) -> str:
-    passed = sum(1 for r in results.values() if r["outcome"] == "passed")
+    passed = sum(1 for r in results.values() if r["outcome"] in ("passed", "xpassed"))
+    limits = sum(1 for r in results.values() if r["outcome"] == "xfail")
     lines = [
         "# Reliability: the fault suite's last observed results",
         "",
@@ -91,13 +96,19 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "The tests' own power to catch a careless change is measured by `make mutants`:",
         "see [reliability-mutants.md](reliability-mutants.md).",
         "",
-        f"**{passed} of {len(results)} cases passing.**",
+        f"**{passed} of {len(results)} cases passing; {limits} are known limits of a test stand-in "
+        "(xfail: the GCS emulator ignores preconditions, moto's racing multipart completes).**",
         "",
         "| fault | expected behaviour | observed | seconds | test | last run |",
         "|---|---|---|---|---|---|",
     ]
     for nodeid, r in sorted(results.items(), key=lambda kv: kv[0]):
-        observed = "pass" if r["outcome"] == "passed" else f"**{r['outcome'].upper()}** {r.get('detail', '')}"
+        if r["outcome"] in ("passed", "xpassed"):
+            observed = "pass"
+        elif r["outcome"] == "xfail":
+            observed = f"known limit of a test stand-in (xfail): {r.get('detail', '')}"
+        else:
+            observed = f"**{r['outcome'].upper()}** {r.get('detail', '')}"
         cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
         lines.append(
             f"| {cell(r['fault'])} | {cell(r['expected'])} | {cell(observed)} | {r['seconds']} | "
