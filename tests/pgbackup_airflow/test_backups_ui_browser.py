@@ -144,8 +144,8 @@ def test_dark_mode_and_reports(backups_ui: BackupsUi, browser: Any) -> None:
     frame.get_by_role("button", name="Close").first.click()
     frame.get_by_role("tab", name="Monthly reports").click()
     report = frame.frame_locator("iframe.report")
-    report.locator("body").wait_for(timeout=30_000)
-    assert "analytics" in report.locator("body").inner_text()
+    # The sandboxed report loads after its frame exists: wait for its text, not just its body.
+    expect(report.locator("body")).to_contain_text("analytics", timeout=30_000)
     page.wait_for_timeout(1500)  # the sandboxed report paints in its own renderer process
     shoot(page, "backups-report-dark")
     context.close()
