@@ -297,8 +297,9 @@ def test_endpoint_hanging_mid_upload_fails_within_the_bound(proxied: Proxied) ->
 @pytest.mark.fault("slow link that never trips the read timeout", "the operation deadline aborts it, named")
 def test_slow_link_is_stopped_by_the_operation_deadline(proxied: Proxied) -> None:
     data = payload(4 * 1024 * 1024, seed=8)
-    # A read timeout above the deadline: only our deadline can stop this one.
-    storage = proxied.open(operation_timeout=2.0, read_timeout=5.0)
+    # Read AND connect timeouts above the deadline (urllib3 bounds each blocked send by the connect
+    # timeout, and botocore's 3 attempts of 0.5 s gave up at 1.9 s): only our deadline can stop this one.
+    storage = proxied.open(operation_timeout=2.0, read_timeout=5.0, connect_timeout=5.0)
     proxied.proxy.slow(256 * 1024)  # 4 MiB would take 16 s
     started = time.monotonic()
     with pytest.raises(StorageError, match="operation_timeout=2s") as excinfo:
