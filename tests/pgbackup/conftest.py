@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import pytest
 
 from devtools.gpg_keys import GeneratedKey, generate_key
 from devtools.pg_cluster import TemporaryCluster
+from devtools.services import MotoServer
 from pgbackup import backup
 from pgbackup.backup import BackupRequest
 from pgbackup.config import CompressionConfig, EncryptionConfig
 from pgbackup.manifest import Manifest
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.restore import DecryptionKey, ValidationSettings
+from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 
 RECIPIENT = "backups@projectx.example"
@@ -89,3 +92,24 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "staging"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    """A moto S3 server for one test module."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def local_or_s3(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A fresh, empty destination on a real backend (local, or S3 on moto); object timestamps come from it."""
+    if request.param == "local":
+        (tmp_path / "store").mkdir()
+        return open_storage(f"file://{tmp_path}/store")
+    moto: MotoServer = request.getfixturevalue("moto")
+    bucket = f"t-{uuid.uuid4().hex[:16]}"
+    moto.create_bucket(bucket)
+    return open_storage(
+        f"s3://{bucket}/pgbackup", endpoint_url=moto.endpoint_url, force_path_style=True, **moto.credentials
+    )

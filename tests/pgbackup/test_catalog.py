@@ -5,8 +5,6 @@ Run over real storage: a local directory and S3 on moto's server."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,14 +13,12 @@ import psycopg2
 import pytest
 
 from devtools.gpg_keys import GeneratedKey
-from devtools.services import MotoServer
 from pgbackup.catalog import UnreadableManifest, read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import IntegrityError
 from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.retention import prune
-from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 from tests.pgbackup.conftest import make_request, take_backup
 
@@ -33,23 +29,9 @@ POLICY = RetentionConfig(daily_days=30, min_keep=1)
 SHA = "0" * 64
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    """A fresh, empty destination on a real backend; object timestamps come from it."""
-    if request.param == "local":
-        (tmp_path / "store").mkdir()
-        return open_storage(f"file://{tmp_path}/store")
-    moto: MotoServer = request.getfixturevalue("moto")
-    bucket = f"t-{uuid.uuid4().hex[:16]}"
-    moto.create_bucket(bucket)
-    return open_storage(f"s3://{bucket}/pgbackup", endpoint_url=moto.endpoint_url, force_path_style=True,
-                        **moto.credentials)
+@pytest.fixture
+def storage(local_or_s3: Storage) -> Storage:
+    return local_or_s3
 
 
 def keys(storage: Storage) -> set[str]:

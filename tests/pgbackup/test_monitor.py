@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -190,12 +189,6 @@ def test_unreadable_state_starts_over_rather_than_staying_silent() -> None:
     broken = {"version": 1, "active": {STALE.key: {"first_seen": "yesterday"}}}
     _, sent = evaluate_alerts(broken, [STALE], NOW, HOUR)
     assert [n.kind for n in sent] == ["alert"]
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ manifest, which would fit, must still not be there.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,12 +29,6 @@ pytestmark = pytest.mark.integration
 
 INCOMPRESSIBLE_ROWS = 40_000  # ~1.3 MB of random bytes: larger than the small destination disk
 RESET_AFTER_BYTES = 256 * 1024  # far more than a manifest, far less than the artifact
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
 
 
 def _staged_artifact(cluster: TemporaryCluster, source: PgConnInfo, key: GeneratedKey, workdir: Path) -> Manifest:

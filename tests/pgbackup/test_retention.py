@@ -5,15 +5,12 @@ server, whose object timestamps come from the service itself."""
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devtools.services import MotoServer
 from pgbackup.catalog import Catalog, read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import StorageError
@@ -56,22 +53,9 @@ def put_backup(
     return key
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    if request.param == "local":
-        (tmp_path / "store").mkdir()
-        return open_storage(f"file://{tmp_path}/store")
-    moto: MotoServer = request.getfixturevalue("moto")
-    bucket = f"t-{uuid.uuid4().hex[:16]}"
-    moto.create_bucket(bucket)
-    return open_storage(f"s3://{bucket}/pgbackup", endpoint_url=moto.endpoint_url, force_path_style=True,
-                        **moto.credentials)
+@pytest.fixture
+def storage(local_or_s3: Storage) -> Storage:
+    return local_or_s3
 
 
 def keys(storage: Storage) -> set[str]:

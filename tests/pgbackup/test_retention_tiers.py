@@ -260,12 +260,6 @@ def test_daily_prunes_over_400_days_never_lose_the_newest_verified_backup_of_a_t
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
     with FaultProxy(moto.endpoint_url) as running:
         yield running

@@ -30,12 +30,6 @@ BOUND = 3 * TIMEOUTS["operation_timeout"]
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gcs() -> Iterator[GcsEmulator]:
     with GcsEmulator() as emulator:
         yield emulator

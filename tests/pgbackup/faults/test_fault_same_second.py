@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -32,12 +32,6 @@ from tests.pgbackup.conftest import make_request, take_backup, validation_settin
 pytestmark = pytest.mark.integration
 
 ATTEMPTS = 4  # a loaded machine can push one start past the second boundary: then try again
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
 
 
 def _local(tmp_path: Path, attempt: int) -> Storage:

@@ -36,12 +36,6 @@ GCS_CHUNK = 256 * 1024
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gcs() -> Iterator[GcsEmulator]:
     with GcsEmulator() as emulator:
         yield emulator

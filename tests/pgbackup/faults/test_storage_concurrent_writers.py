@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from devtools.services import GcsEmulator, MotoServer
+from devtools.services import GcsEmulator
 from pgbackup.errors import ObjectExistsError
 from pgbackup.storage.base import Storage, UploadResult
 from tests.pgbackup.storage.test_storage_contract import (
@@ -27,12 +27,6 @@ from tests.pgbackup.storage.test_storage_contract import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.integration
 
 BIG_TABLE_ROWS = 3_000_000  # counting it takes far longer than COUNT_TIMEOUT_MS
 COUNT_TIMEOUT_MS = 40
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
 
 
 def _s3(moto: MotoServer, endpoint: str | None = None) -> Storage:
