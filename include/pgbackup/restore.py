@@ -12,10 +12,12 @@ import contextlib
 import glob
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,7 @@ def scratch_database(
     import psycopg2
     from psycopg2 import sql
 
+    sweep_stale_scratch_databases(scratch, prefix)
     name = f"{prefix}_{utcnow():%Y%m%d_%H%M%S}_{int(time.monotonic() * 1000) % 100000}"
     if len(name.encode()) > MAX_IDENTIFIER_BYTES:
         # The server would silently truncate it, and then connect to and drop another name.
@@ -154,6 +157,42 @@ def scratch_database(
             log.info("dropped scratch database %s", name)
         finally:
             admin.close()
+
+
+# A validation killed with SIGKILL (OOM, execution_timeout, a lost worker) never reaches its DROP.
+SCRATCH_STALE_AFTER = timedelta(days=1)  # far beyond any task's execution_timeout
+
+
+def sweep_stale_scratch_databases(
+    scratch: PgConnInfo, prefix: str = "test_restore", stale_after: timedelta = SCRATCH_STALE_AFTER
+) -> list[str]:
+    """Drop scratch databases a killed run left: exactly our name pattern, older than
+    ``stale_after`` by the time in their name, and with no one connected. Returns their names."""
+    from psycopg2 import sql
+
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d{{8}}_\d{{6}})_\d{{1,5}}")
+    admin = connect(scratch)
+    dropped: list[str] = []
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT datname FROM pg_database d WHERE datname LIKE %s AND NOT datistemplate "
+                "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+                (prefix.replace("_", r"\_") + r"\_%",),
+            )
+            for (name,) in cur.fetchall():
+                matched = pattern.fullmatch(name)
+                if not matched:
+                    continue
+                created = datetime.strptime(matched.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+                if utcnow() - created <= stale_after:
+                    continue
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                log.warning("dropped scratch database %s on %s, left by a killed run", name, scratch.describe())
+                dropped.append(name)
+    finally:
+        admin.close()
+    return dropped
 
 
 def restore_archive(
