@@ -96,6 +96,21 @@ def object_key(target: str, kind: str, tier: str, started_at: datetime, extensio
     return f"{target}/{tier}/{tier_folder(tier, moment)}/{FILE_PREFIX[kind]}_{moment:%Y%m%d_%H%M%S}_{tail}"
 
 
+_KEY_TIME = re.compile(r"_(\d{4})-?(\d{2})-?(\d{2})_(\d{6})_\d{6}_[0-9a-f]{8}\.[^/]*$")
+
+
+def key_time(key: str) -> datetime | None:
+    """When the backup ``object_key`` names was started (to the second), or None for other keys."""
+    found = _KEY_TIME.search(key)
+    if found is None:
+        return None
+    year, month, day, hms = found.groups()
+    try:
+        return datetime.strptime(f"{year}{month}{day}{hms}", "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def tier_folder(tier: str, moment: datetime) -> str:
     if tier == "weekly":
         year, week, _ = moment.isocalendar()

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 
 from pgbackup.catalog import CLOCK_SKEW_TOLERANCE, Catalog, read_catalog, suspicion
 from pgbackup.config import RetentionConfig
+from pgbackup.errors import StorageError
 from pgbackup.manifest import Manifest, manifest_key, utcnow
 from pgbackup.storage.base import Storage
 
@@ -178,4 +179,8 @@ def prune(
     # If any manifest could not be deleted, delete_many raises before an object is touched.
     storage.delete_many([manifest_key(d.key) for d in plan.delete if d.key in listed])
     storage.delete_many([d.key for d in plan.delete])
+    try:
+        storage.remove_abandoned_writes(f"{target}/")
+    except StorageError as exc:  # a leftover costs space, never a backup: retention still succeeded
+        log.warning("could not remove abandoned uploads at %s: %s", storage.url, exc)
     return plan

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Protocol, cast
 from urllib.parse import urlsplit
@@ -515,6 +515,30 @@ class Storage(ABC):
         check_relative_path(key, "storage key")
         with self._operation("delete", key), self._guard("delete", key):
             self._delete(key)
+
+    # An upload killed with SIGKILL leaves what its backend writes before the object exists
+    # (a local temp file, an unfinished S3 multipart upload): never listed, never a backup, but
+    # disk or billed storage until removed. Nothing legitimate is in flight that long.
+    ABANDONED_AFTER = timedelta(days=1)
+
+    def _abandoned_writes(self, prefix: str, older_than: datetime) -> Iterator[str]:
+        """What killed uploads under ``prefix`` left before ``older_than`` (backend specific)."""
+        return iter(())
+
+    def _remove_abandoned(self, handle: str) -> None:
+        raise NotImplementedError
+
+    def remove_abandoned_writes(self, prefix: str, older_than: timedelta = ABANDONED_AFTER) -> tuple[str, ...]:
+        """Remove the leftovers of uploads killed before they became objects; returns what went."""
+        if prefix:
+            check_relative_path(prefix.rstrip("/") or ".", "prefix")
+        cutoff = datetime.now(UTC) - older_than
+        with self._operation("clean up", prefix), self._guard("clean up abandoned writes", prefix):
+            removed = tuple(self._abandoned_writes(prefix, cutoff))
+            for handle in removed:
+                self._remove_abandoned(handle)
+                log.warning("%s: removed %s, left by an upload that was killed", self.url, handle)
+        return removed
 
     def delete_many(self, keys: Iterable[str]) -> None:
         """Delete every key, batched where the service allows.

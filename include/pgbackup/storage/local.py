@@ -211,6 +211,18 @@ class LocalStorage(Storage):
     def _delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def _abandoned_writes(self, prefix: str, older_than: datetime) -> Iterator[str]:
+        start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+        if not start.is_dir():
+            return
+        for path in sorted(start.rglob(TEMP_PREFIX + "*")):
+            info = path.lstat()
+            if _is_regular(info.st_mode) and datetime.fromtimestamp(info.st_mtime, UTC) < older_than:
+                yield path.relative_to(self.root).as_posix()
+
+    def _remove_abandoned(self, handle: str) -> None:
+        (self.root / handle).unlink(missing_ok=True)
+
 
 def _version(info: os.stat_result) -> str:
     return f"{info.st_ino}:{info.st_mtime_ns}"

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import boto3
@@ -32,6 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from pgbackup.errors import ConfigError, ObjectExistsError, StorageError
+from pgbackup.manifest import key_time
 from pgbackup.storage.base import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_OPERATION_TIMEOUT,
@@ -406,6 +408,21 @@ class S3Storage(Storage):
                 **extra,
             )
         return _Part(number=number, etag=response["ETag"], sha256=sha, md5=_md5(data).digest())
+
+    def _abandoned_writes(self, prefix: str, older_than: datetime) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._full(prefix)):
+            for upload in page.get("Uploads", []):
+                key = upload["Key"][len(self.prefix) :]
+                # Both clocks must agree it is old: the service's, and the start time our key names
+                # (a service that misreports Initiated must not abort a running upload).
+                started = key_time(key)
+                if upload["Initiated"] < older_than and (started is None or started < older_than):
+                    yield f"{key}?uploadId={upload['UploadId']}"
+
+    def _remove_abandoned(self, handle: str) -> None:
+        key, _, upload_id = handle.rpartition("?uploadId=")
+        self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._full(key), UploadId=upload_id)
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
