@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 TERMINAL_STATES = {"success", "failed"}
 ADMIN_USER = "admin"
+# SQLite's own default wait for a lock is 5 s: too short for a CLI call (backfill create) racing
+# the scheduler on a loaded machine. Airflow imports connect args from $AIRFLOW_HOME/config.
+SQLITE_CONNECT_ARGS_MODULE = "pgbackup_sqlite_connect_args"
+SQLITE_CONNECT_ARGS = "CONNECT_ARGS = {'timeout': 120}\n"
 
 
 class AirflowError(RuntimeError):
@@ -69,6 +73,7 @@ class AirflowStandalone:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_CONNECT_ARGS_MODULE}.CONNECT_ARGS",
             "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
         })
         env.update(self.extra_env)
@@ -76,6 +81,8 @@ class AirflowStandalone:
 
     def start(self, timeout: float = 300) -> AirflowStandalone:
         self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config").mkdir(exist_ok=True)
+        (self.home / "config" / f"{SQLITE_CONNECT_ARGS_MODULE}.py").write_text(SQLITE_CONNECT_ARGS)
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "standalone"],

@@ -93,6 +93,7 @@ class CeleryDeployment(AirflowStandalone):
     # ----- configuration ---------------------------------------------------------------
     def env(self) -> dict[str, str]:
         env = super().env()
+        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS")  # SQLite's; the metadata DB here is PostgreSQL
         if self.dags_folder is not None:
             env["AIRFLOW__CORE__DAGS_FOLDER"] = str(self.dags_folder)
         assert self.metadata is not None, "start() first"

@@ -154,6 +154,7 @@ def kill_gpg_agent(home: Path) -> None:
     ``gpgconf --kill`` only asks; the agent exits a moment later, or never if its socket is
     gone. So any daemon still running on ``home`` afterwards is found by its argv and killed.
     """
+    seen = set(_gpg_daemons(home))
     gpgconf = shutil.which("gpgconf")
     for action in (["--kill", "all"], ["--remove-socketdir"]):
         if gpgconf is None:
@@ -168,10 +169,25 @@ def kill_gpg_agent(home: Path) -> None:
             )
     deadline = time.monotonic() + DAEMON_EXIT_SECONDS
     while (daemons := _gpg_daemons(home)) and time.monotonic() < deadline:
+        seen |= set(daemons)
         time.sleep(0.05)
     for pid in daemons:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+    # A dying process loses its argv before it is gone, and SIGKILL lands asynchronously:
+    # return only once every daemon seen has exited (or is a zombie its parent has not reaped).
+    deadline = time.monotonic() + DAEMON_EXIT_SECONDS
+    while [pid for pid in seen if _running(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[:1] != [b"Z"]
 
 
 def _gpg_daemons(home: Path) -> list[int]:
