@@ -312,6 +312,13 @@ class ValidationConfig(_Section):
         return value
 
 
+# Folders at a destination's root that are not targets' (audit, drill, event, monitor, report
+# and restore records), and the suffix of a target's safety backups: a target of such a name
+# would share a folder with them, so its retention would take them for abandoned uploads.
+RECORD_FOLDERS = ("audit", "drills", "events", "monitor", "reports", "restores")
+SAFETY_SUFFIX = "_safety"
+
+
 class TargetConfig(_Section):
     """One database to back up."""
 
@@ -325,6 +332,21 @@ class TargetConfig(_Section):
     dump_format: Annotated[str, Strict(), _one_of(*DUMP_FORMATS)] = "custom"
     data_path: Annotated[str, Strict(), _one_of(*DATA_PATHS)] = "auto"
     exclude_schemas: tuple[Text, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_reserved_folder(cls, value: str) -> str:
+        if value in RECORD_FOLDERS:
+            raise _invalid(
+                f"{value!r} is reserved: the destination's {value}/ folder holds pgbackup's own records "
+                f"(reserved: {', '.join(RECORD_FOLDERS)}); name the target differently"
+            )
+        if value.endswith(SAFETY_SUFFIX):
+            raise _invalid(
+                f"{value!r} ends in {SAFETY_SUFFIX!r}, which is reserved: <target>{SAFETY_SUFFIX}/ holds the "
+                "safety backups taken before a restore overwrites a database; name the target differently"
+            )
+        return value
 
     @model_validator(mode="after")
     def _profile_needs(self) -> TargetConfig:
@@ -511,6 +533,7 @@ class RetentionOverride(_Section):
     daily: TierRetention | None = None
     weekly: TierRetention | None = None
     monthly: TierRetention | None = None
+    safety: TierRetention | None = None
     min_keep: MinKeep | None = None
     unverified_grace_days: Days | None = None
     delete_unverified_after_grace: Flag | None = None
@@ -529,6 +552,8 @@ class RetentionConfig(_Section):
     daily: TierRetention = TierRetention(days=30)
     weekly: TierRetention = TierRetention(days=90)
     monthly: TierRetention = TierRetention(days=365)
+    # Safety backups (taken before a restore overwrites a database, under <target>_safety/).
+    safety: TierRetention = TierRetention(days=90)
     min_keep: MinKeep = 3
     # A backup not verified (pending or failed) is kept this long, then reported; deleted only
     # if the flag says so, and even then only with a newer verified backup of its kind and tier.
@@ -568,6 +593,12 @@ class RetentionConfig(_Section):
 
     def days_for(self, tier: str) -> int | None:
         return self.tier(tier).days
+
+    def for_safety_backups(self) -> RetentionConfig:
+        """The policy of a ``<target>_safety/`` folder: the ``safety`` rule for every tier in it."""
+        rule = self.safety
+        tiers: dict[str, Any] = {tier: rule for tier in TIERS} | {f"{tier}_days": rule.days for tier in TIERS}
+        return self.model_copy(update=tiers)
 
     def for_destination(self, name: str) -> RetentionConfig:
         """The policy one destination applies: this one, with its ``by_destination`` entry over it."""

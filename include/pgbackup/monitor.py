@@ -397,16 +397,19 @@ def loads_state(raw: str | bytes | None) -> dict[str, Any]:
     return _checked_state(parsed if isinstance(parsed, dict) else None)
 
 
+STATE_KEY = "monitor/alert_state.json"
+
+
 @dataclass
 class StoredState:
     """The state as read from storage, with the version a later save must still find."""
 
     state: dict[str, Any]
     version: str | None = None
-    key: str = "monitor/alert_state.json"
+    key: str = STATE_KEY
 
 
-def load_state(storage: Storage, key: str = "monitor/alert_state.json") -> StoredState:
+def load_state(storage: Storage, key: str = STATE_KEY) -> StoredState:
     found = storage.get_bytes_versioned(key)
     if found is None:
         return StoredState(empty_state(), None, key)

@@ -15,7 +15,8 @@ changes:
   into an overwritten one, the error names the safety backup and the command that restores it.
 
 Safety backups are stored under ``<target>_safety/`` so that they are never "the latest
-backup" of the target, never counted by its retention, and never pruned with it.
+backup" of the target and never counted by its retention; they have their own rule
+(``retention.safety``, applied by ``retention.prune_safety_backups``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 from pgbackup import backup
 from pgbackup.backup import BackupRequest
 from pgbackup.catalog import Catalog, read_catalog
-from pgbackup.config import TIERS, CompressionConfig, EncryptionConfig
+from pgbackup.config import SAFETY_SUFFIX, TIERS, CompressionConfig, EncryptionConfig
 from pgbackup.dump import server_major_version, split_qualified
 from pgbackup.errors import ConfigError, IntegrityError, PgBackupError, RestoreError, StorageError
 from pgbackup.manifest import Manifest, iso, utcnow
@@ -82,7 +83,6 @@ _ACCEPTED_KINDS = {
     TABLES: ("full", "data"),
 }
 LATEST = "latest"
-SAFETY_SUFFIX = "_safety"
 RESTORE_RECORD_PREFIX = "restores/"
 PHASES = ("select", "fetch", "decrypt", "safety_backup", "restore", "verify")
 PASSED, FAILED = "passed", "failed"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pgbackup.catalog import CLOCK_SKEW_TOLERANCE, Catalog, read_catalog, suspicion
-from pgbackup.config import RetentionConfig
+from pgbackup.config import SAFETY_SUFFIX, RetentionConfig
 from pgbackup.errors import StorageError
 from pgbackup.manifest import Manifest, manifest_key, utcnow
 from pgbackup.storage.base import Storage
@@ -184,3 +184,30 @@ def prune(
     except StorageError as exc:  # a leftover costs space, never a backup: retention still succeeded
         log.warning("could not remove abandoned uploads at %s: %s", storage.url, exc)
     return plan
+
+
+def prune_safety_backups(
+    storage: Storage,
+    target: str,
+    policy: RetentionConfig,
+    *,
+    destination: str | None = None,
+    dry_run: bool | None = None,
+    now: datetime | None = None,
+    clock_skew: timedelta = CLOCK_SKEW_TOLERANCE,
+) -> PrunePlan:
+    """Retention of ``<target>_safety/``: every rule above, with ``retention.safety`` as the tier rule.
+
+    So the newest ``min_keep`` verified safety backups stay however old, and one goes only
+    when a newer verified safety backup exists.
+    """
+    if destination is not None:
+        policy = policy.for_destination(destination)
+    return prune(
+        storage,
+        f"{target}{SAFETY_SUFFIX}",
+        policy.for_safety_backups(),
+        dry_run=dry_run,
+        now=now,
+        clock_skew=clock_skew,
+    )

@@ -37,12 +37,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # include/, for th
 from pgbackup import backup, envconn, recovery
 from pgbackup.backup import BackupRequest
 from pgbackup.catalog_view import Catalog, read_catalog  # the Backups page's reader: one catalog code path
-from pgbackup.config import DUMP_KINDS, TIERS, DestinationConfig, PgBackupConfig, TargetConfig, load_config
+from pgbackup.config import (
+    DUMP_KINDS,
+    SAFETY_SUFFIX,
+    TIERS,
+    DestinationConfig,
+    PgBackupConfig,
+    TargetConfig,
+    load_config,
+)
 from pgbackup.errors import ConfigError, IntegrityError, PgBackupError, RestoreError, VerificationError
 from pgbackup.manifest import VERIFICATION_FAILED, Manifest, iso, manifest_key, utcnow
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.restore import DecryptionKey, ValidationSettings, record_verification, validate_backup
-from pgbackup.retention import prune
+from pgbackup.retention import prune, prune_safety_backups
 from pgbackup.storage.base import READ_CHUNK, Storage
 
 log = logging.getLogger("pgbackup.cli")
@@ -229,7 +237,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
             )
             try:
                 status = max(status, print_catalog(read_catalog(storage, target.name), sys.stdout))
-                safety = read_catalog(storage, f"{target.name}{recovery.SAFETY_SUFFIX}")
+                safety = read_catalog(storage, f"{target.name}{SAFETY_SUFFIX}")
                 if safety.backups or safety.incomplete or safety.unreadable or safety.suspect:
                     print(f"-- safety backups of databases overwritten by restores of {target.name}")
                     status = max(status, print_catalog(safety, sys.stdout))
@@ -519,16 +527,20 @@ def cmd_prune(ctx: Context, args: argparse.Namespace) -> int:
     dry_run = True if args.dry_run else None
     for destination in ctx.config.destinations:
         storage = ctx.storage(destination)
-        try:
-            plan = prune(storage, target.name, ctx.config.retention, destination=destination.name, dry_run=dry_run)
-        except PgBackupError as exc:
-            print(f"FAILED at {destination.name}: {exc} (nothing deleted there)")
-            status = EXIT_FAILED
-            continue
-        verb = "would delete" if (args.dry_run or ctx.config.retention.dry_run) else "deleted"
-        for decision in plan.delete:
-            print(f"{destination.name}: {verb} {decision.key} ({decision.reason})")
-        print(f"{destination.name}: {len(plan.delete)} {verb}, {len(plan.keep)} kept")
+        for what, prune_folder in (("", prune), (" safety backups", prune_safety_backups)):
+            try:
+                plan = prune_folder(
+                    storage, target.name, ctx.config.retention, destination=destination.name, dry_run=dry_run
+                )
+            except PgBackupError as exc:
+                print(f"FAILED at {destination.name}{what}: {exc} (nothing deleted there)")
+                status = EXIT_FAILED
+                continue
+            policy = ctx.config.retention.for_destination(destination.name)
+            verb = "would delete" if (args.dry_run or policy.dry_run) else "deleted"
+            for decision in plan.delete:
+                print(f"{destination.name}: {verb} {decision.key} ({decision.reason})")
+            print(f"{destination.name}{what}: {len(plan.delete)} {verb}, {len(plan.keep)} kept")
     return status
 
 

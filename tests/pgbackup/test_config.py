@@ -61,6 +61,8 @@ def test_every_top_level_key_is_accepted() -> None:
         (lambda d: d["schedule"]["daily"].update(full="at six"), "schedule.daily.full: 'at six' is not a five-field"),
         (lambda d: d.update(colour="blue"), "unknown key(s) colour"),
         (lambda d: d["targets"].append(dict(d["targets"][0])), "targets: the name 'projectx' is used twice"),
+        (lambda d: d["targets"][0].update(name="reports"), "name: 'reports' is reserved: the destination's reports/"),
+        (lambda d: d["targets"][0].update(name="app_safety"), "ends in '_safety', which is reserved"),
         (
             lambda d: d["targets"][0]["validation"].pop("scratch_template"),
             "targets.projectx.validation.scratch_template: required for profile supabase",
@@ -283,3 +285,19 @@ def test_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
     lines = str(failure.value).splitlines()
     assert [line.split(": ")[1] for line in lines] == ["retention.daily_days", "schedule.daily.full"]
     assert all(line.startswith("cfg.yaml: ") for line in lines)
+
+
+def test_reserved_target_names_are_every_folder_pgbackup_writes_records_to() -> None:
+    """A target named like a record folder would have its retention take those records for abandoned uploads."""
+    from pgbackup import audit, drill, monitor, records, recovery, report
+    from pgbackup.config import RECORD_FOLDERS
+
+    written = {
+        audit.AUDIT_PREFIX,
+        drill.DRILL_PREFIX,
+        records.EVENTS_PREFIX,
+        recovery.RESTORE_RECORD_PREFIX,
+        report.REPORT_PREFIX,
+        monitor.STATE_KEY,
+    }
+    assert {prefix.split("/")[0] for prefix in written} == set(RECORD_FOLDERS)

@@ -15,7 +15,7 @@ from pgbackup.catalog import Catalog, read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import StorageError
 from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key
-from pgbackup.retention import plan_prune, prune
+from pgbackup.retention import plan_prune, prune, prune_safety_backups
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 
@@ -32,14 +32,15 @@ def put_backup(
     kind: str = "full",
     now: datetime = NOW,
     uploaded_after: timedelta | None = None,
+    target: str = "projectx",
 ) -> str:
     created = now - timedelta(days=days_ago)
     suffix = name_suffix()
-    key = object_key("projectx", kind, "daily", created, "dump.zst.gpg", suffix=suffix)
+    key = object_key(target, kind, "daily", created, "dump.zst.gpg", suffix=suffix)
     storage.put_bytes(key, b"payload")
     manifest = Manifest(
-        backup_id=backup_id("projectx", kind, created, suffix=suffix),
-        target="projectx",
+        backup_id=backup_id(target, kind, created, suffix=suffix),
+        target=target,
         kind=kind,
         tier="daily",
         object_key=key,
@@ -228,3 +229,21 @@ def test_a_plan_judges_dates_by_its_own_clock_too() -> None:
     old, ahead = manifest(NOW - timedelta(days=45), "old"), manifest(NOW + timedelta(days=1), "ahead")
     plan = plan_prune(Catalog(backups=[old, ahead]), RetentionConfig(daily_days=30, min_keep=1), NOW)
     assert plan.delete == [] and [d.key for d in plan.suspect] == ["ahead"]
+
+
+def test_safety_backups_have_their_own_rule_and_keep_the_newest(storage: Storage) -> None:
+    """<target>_safety/ is pruned under retention.safety only, never by the target's own rule."""
+    own = put_backup(storage, 1, verified=True)
+    safety = [put_backup(storage, days, verified=True, target="projectx_safety") for days in (5, 40, 100, 200)]
+    policy = RetentionConfig(daily_days=30, safety={"days": 60}, min_keep=2)
+    assert prune(storage, "projectx", policy, now=NOW).delete == []  # the target's prune leaves them alone
+    plan = prune_safety_backups(storage, "projectx", policy, now=NOW)
+    assert {d.key for d in plan.delete} == {safety[2], safety[3]}
+    assert {own, safety[0], safety[1]} | {manifest_key(k) for k in (own, safety[0], safety[1])} == keys(storage)
+    # However old, the newest min_keep verified safety backups stay.
+    plan = prune_safety_backups(storage, "projectx", policy, now=NOW + timedelta(days=1000))
+    assert plan.delete == []
+    # A destination may keep them differently.
+    by_destination = RetentionConfig(safety={"days": 60}, min_keep=1, by_destination={"s3": {"safety": {"days": 1}}})
+    plan = prune_safety_backups(storage, "projectx", by_destination, destination="s3", now=NOW, dry_run=True)
+    assert {d.key for d in plan.delete} == {safety[1]}

@@ -420,8 +420,15 @@ def test_the_operator_prunes_each_destination_with_its_own_policy(tmp_path: Path
     }
     path = tmp_path / "pgbackup.yaml"
     path.write_text(json.dumps(config))
+    safety = open_storage(f"file://{roots['near']}")
+    oldest, *newest = (_put_safety_backup(safety, now - timedelta(days=days)) for days in (300, 200, 1))
     operator = PruneBackupsOperator(task_id="prune", target=TARGET, config_path=str(path))
     result = operator.execute({})
+    # retention.safety is 90 days by default; the newest min_keep (2) stay however old.
+    assert result["near"]["safety_backups"] == {"deleted": 1, "kept": 2}
+    assert safety.stat(oldest) is None and all(safety.stat(key) for key in newest)
+    safety.delete_many([*newest, *(manifest_key(key) for key in newest)])  # out of the target's comparison below
+    assert result["far"]["safety_backups"] == {"deleted": 0, "kept": 0}
 
     policy = operator.config.retention
     for name, root in roots.items():
@@ -435,6 +442,25 @@ def test_the_operator_prunes_each_destination_with_its_own_policy(tmp_path: Path
         assert result[name]["unverified_past_grace"] == len(past_grace(made.backups, own, now))
         assert [f["key"] for f in result[name]["findings"]["suspect"]] == [made.suspect]
     assert result["far"]["deleted"] < result["near"]["deleted"]  # the far copy keeps more, as configured
+
+
+def _put_safety_backup(storage: Storage, created: datetime) -> str:
+    suffix = uuid.uuid4().hex[:8]
+    target = f"{TARGET}_safety"
+    key = object_key(target, "full", "daily", created, "dump.zst.gpg", suffix=suffix)
+    storage.put_bytes(key, b"payload")
+    manifest = Manifest(
+        backup_id=backup_id(target, "full", created, suffix=suffix),
+        target=target,
+        kind="full",
+        tier="daily",
+        object_key=key,
+        created_at=iso(created),
+        artifact={"sha256": "0" * 64, "size": 7},
+        verification={"status": "passed"},
+    )
+    storage.put_bytes(manifest_key(key), manifest.to_json())
+    return key
 
 
 @pytest.mark.integration

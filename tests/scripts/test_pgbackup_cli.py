@@ -285,6 +285,7 @@ def test_backup_list_verify_restore_prune_with_env_connections_only(
         assert "local: 0 would delete" in dry.stdout and "s3: 0 would delete" in dry.stdout
         pruned = dr.run("prune", "--target", "projectx")
         assert pruned.returncode == 0 and "gcs: 0 deleted" in pruned.stdout
+        assert "gcs safety backups: 0 deleted, 0 kept" in pruned.stdout
     finally:
         pg_cluster.drop_database("cli_e2e")
         pg_cluster.drop_database("cli_e2e_restored")

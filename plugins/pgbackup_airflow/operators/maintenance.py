@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pgbackup.config import DestinationConfig
 from pgbackup.errors import StorageError
-from pgbackup.retention import prune
+from pgbackup.retention import prune, prune_safety_backups
 from pgbackup.staging import prepare_staging, remove_staging
 from pgbackup_airflow.connections import open_destination
 from pgbackup_airflow.operators.base import PgBackupBaseOperator
@@ -73,9 +74,31 @@ class PruneBackupsOperator(PgBackupBaseOperator):
                 len(plan.unreadable),
                 len(plan.unverified),
             )
+            self._prune_safety_backups(destination, policy.dry_run, results[destination.name], failures)
         if failures:
             raise StorageError("retention failed at: " + "; ".join(failures))
         return results
+
+    def _prune_safety_backups(
+        self, destination: DestinationConfig, dry_run: bool, result: dict[str, Any], failures: list[str]
+    ) -> None:
+        """``<target>_safety/`` under ``retention.safety``, reported beside the target's own result."""
+        try:
+            plan = prune_safety_backups(
+                open_destination(destination, self.config.timeouts),
+                self.target,
+                self.config.retention,
+                destination=destination.name,
+            )
+        except StorageError as exc:
+            failures.append(f"{destination.name} (safety backups): {exc}")
+            return
+        verb = "would delete" if dry_run else "deleted"
+        for decision in plan.delete:
+            self.log.info("%s: %s safety backup %s (%s)", destination.name, verb, decision.key, decision.reason)
+        for decision in plan.suspect + plan.unreadable + plan.unverified:
+            self.log.warning("%s: safety backup %s: %s", destination.name, decision.key, decision.reason)
+        result["safety_backups"] = {"deleted": len(plan.delete), "kept": len(plan.keep)}
 
 
 class PrepareStagingOperator(PgBackupBaseOperator):

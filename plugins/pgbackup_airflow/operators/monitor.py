@@ -15,12 +15,11 @@ from typing import Any
 
 from pgbackup.config import TIERS, PgBackupConfig
 from pgbackup.errors import StorageError
+from pgbackup.monitor import STATE_KEY
 from pgbackup.storage.base import Storage
 from pgbackup_airflow.connections import open_destination
 from pgbackup_airflow.notifications import send_slack
 from pgbackup_airflow.operators.monthly import PgBackupConfigOperator, run_moment
-
-STATE_KEY = "monitor/alert_state.json"
 
 
 def supabase_reader(conn_id: str, timeouts: Any) -> tuple[str, Any]:
