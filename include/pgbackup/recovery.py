@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ from pgbackup.restore import (
     remove_plaintext,
     restore_archive,
     restore_schema_and_data,
+    sweep_stale_scratch_databases,
     validate_backup,
 )
 from pgbackup.storage import open_storage
@@ -321,6 +322,7 @@ class RestoreRecord:
     approved_by: str | None = None
     status: str = FAILED
     error: str | None = None
+    working_database: str | None = None  # a new database's name until its rows were verified
     database_dropped: bool = False
     phases: dict[str, float] = field(default_factory=dict)
     rto_seconds: float | None = None
@@ -735,6 +737,7 @@ def execute_restore(
     archive, schema_archive = workdir / "restore.dump", workdir / "restore-schema.dump"
     fetched = workdir / "fetched"
     changed = False  # from here on, a failure must undo (new database) or point to the safety backup
+    working = plan  # a new database is restored under a working name (see RESTORING_PREFIX)
     try:
         phases.begin("decrypt")
         with decryption_keyring(key) as keyring:  # a key that cannot be imported fails here, first
@@ -760,10 +763,14 @@ def execute_restore(
             )
             log.info("safety backup %s of %s verified", kept.backup_id, into.dbname)
         phases.begin("restore")
+        if not plan.database_exists:
+            working = _restoring_under_a_working_name(plan, record)
         changed = True
-        _restore(plan, archive, schema_archive, workdir, record)
+        _restore(working, archive, schema_archive, workdir, record)
         phases.begin("verify")
-        _verify(plan, record)
+        _verify(working, record)
+        if working is not plan:
+            rename_database(working.request.into, into.dbname)
         phases.end()
     except BaseException as exc:
         failed_in = phases.current or "restore"
@@ -775,12 +782,13 @@ def execute_restore(
         )
         message = record.error
         if changed and record.new_database:
+            created = working.request.into.dbname
             try:
-                drop_database(into)
+                drop_database(working.request.into)
                 record.database_dropped = True
                 message += f"; the new database {into.dbname} was dropped"
             except Exception as drop_exc:  # noqa: BLE001 - report it, never mask the cause
-                message += f"; the new database {into.dbname} could NOT be dropped ({drop_exc}): drop it by hand"
+                message += f"; the new database {created} could NOT be dropped ({drop_exc}): drop it by hand"
         elif changed:
             message += (
                 f"; database {into.dbname} may be half-restored. The safety backup {record.safety_backup_id} holds "
@@ -811,6 +819,52 @@ def execute_restore(
         ", ".join(f"{k} {v:.1f}s" for k, v in record.phases.items()),
     )
     return record
+
+
+# A restore into a new database runs under a name of its own and takes the name asked for only
+# once its rows are verified. A restore killed half-way (SIGKILL, a lost worker, Ctrl-C twice)
+# so never leaves a half-restored database under that name: the same command can simply be run
+# again, and the next restore on that server drops what the killed one left, once a day old.
+RESTORING_PREFIX = "pgbackup_restoring"
+
+
+def _restoring_under_a_working_name(plan: RestorePlan, record: RestoreRecord) -> RestorePlan:
+    into = plan.request.into
+    try:
+        sweep_stale_scratch_databases(into.with_dbname("postgres"), RESTORING_PREFIX)
+    except PgBackupError as exc:  # leftovers cost space, never a restore
+        log.warning("could not look for databases left by killed restores on %s: %s", into.describe(), exc)
+    name = f"{RESTORING_PREFIX}_{utcnow():%Y%m%d_%H%M%S}_{int(time.monotonic() * 1000) % 100000}"
+    record.working_database = name
+    log.info("restoring under the working name %s; it becomes %s once verified", name, into.dbname)
+    return RestorePlan(
+        request=replace(plan.request, into=into.with_dbname(name)),
+        manifest=plan.manifest,
+        schema_manifest=plan.schema_manifest,
+        restored_from=plan.restored_from,
+        database_exists=False,
+    )
+
+
+def rename_database(db: PgConnInfo, new_name: str) -> None:
+    """Give the restored database the name asked for (refused if that name was taken meanwhile)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    connection = _admin(db)
+    try:
+        with connection.cursor() as cur:
+            cur.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(db.dbname), sql.Identifier(new_name))
+            )
+    except psycopg2.Error as exc:
+        raise RestoreError(
+            f"the restore into {db.dbname} was verified, but it could not be renamed to {new_name}: "
+            f"{str(exc).strip()}"
+        ) from exc
+    finally:
+        connection.close()
+    log.info("renamed the verified database %s to %s", db.dbname, new_name)
 
 
 def _restore(plan: RestorePlan, archive: Path, schema_archive: Path, workdir: Path, record: RestoreRecord) -> None:

@@ -297,6 +297,35 @@ def test_failed_restore_into_a_new_database_drops_it(
         recovery.restore_backup(request, storage, decryption_key, tmp_path / "restore")
     assert failed.value.record.database_dropped and failed.value.record.status == recovery.FAILED
     assert not _exists(pg_cluster, "half_restored")
+    assert failed.value.record.working_database and not _exists(pg_cluster, failed.value.record.working_database)
+
+
+def test_a_name_taken_during_the_restore_is_left_alone(
+    pg_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    storage: Storage,
+    workdir: Path,
+    tmp_path: Path,
+) -> None:
+    """The restore runs under a working name; if someone creates the asked-for name meanwhile, it is not touched."""
+    _run(source_db, SHOP)
+    _backup(source_db, gpg_key, storage, workdir)
+    request = _request(source_db, pg_cluster, "taken_meanwhile")
+    plan = recovery.plan_restore(request, storage)
+    pg_cluster.create_database("taken_meanwhile")
+    _run(conn_info(pg_cluster, "taken_meanwhile"), "CREATE TABLE someone_elses (id int)")
+    try:
+        with pytest.raises(recovery.RestoreFailed, match="could not be renamed to taken_meanwhile") as failed:
+            recovery.execute_restore(plan, storage, decryption_key, tmp_path / "restore")
+        assert failed.value.record.database_dropped
+        assert failed.value.record.working_database and not _exists(pg_cluster, failed.value.record.working_database)
+        assert _run(conn_info(pg_cluster, "taken_meanwhile"), "SELECT to_regclass('someone_elses') IS NOT NULL") == [
+            (True,)
+        ]
+    finally:
+        pg_cluster.drop_database("taken_meanwhile")
 
 
 @pytest.mark.fault(
