@@ -94,6 +94,11 @@ _BACKUP_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,199}")
 # A database we create or overwrite: a plain identifier, so no quoting question arises anywhere
 # (psql, pg_restore --dbname conninfo, the printed command).
 _DATABASE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# A restore into a new database runs under a name of its own and takes the name asked for only
+# once its rows are verified. A restore killed half-way (SIGKILL, a lost worker, Ctrl-C twice)
+# so never leaves a half-restored database under that name: the same command can simply be run
+# again, and the next restore on that server drops what the killed one left, once a day old.
+RESTORING_PREFIX = "pgbackup_restoring"
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})
 # A Supabase project's data lives in "postgres": overwriting it (force) must stay possible.
@@ -133,6 +138,11 @@ def check_database_name(name: str, *, overwrite: bool = False) -> str:
         raise ConfigError(
             f"database name {name!r} is not a valid identifier here: expected 1 to 63 letters, digits and "
             "underscores, starting with a letter or underscore (e.g. projectx_restored)"
+        )
+    if name.lower().startswith(RESTORING_PREFIX):
+        raise ConfigError(
+            f"database name {name!r} starts with {RESTORING_PREFIX!r}, the working name of restores in progress "
+            "(dropped when left for a day); choose another name"
         )
     if name.lower() in NEVER_RESTORED_INTO:
         raise ConfigError(f"database name {name!r} is a template database; restore into another database")
@@ -821,13 +831,6 @@ def execute_restore(
     return record
 
 
-# A restore into a new database runs under a name of its own and takes the name asked for only
-# once its rows are verified. A restore killed half-way (SIGKILL, a lost worker, Ctrl-C twice)
-# so never leaves a half-restored database under that name: the same command can simply be run
-# again, and the next restore on that server drops what the killed one left, once a day old.
-RESTORING_PREFIX = "pgbackup_restoring"
-
-
 def _restoring_under_a_working_name(plan: RestorePlan, record: RestoreRecord) -> RestorePlan:
     into = plan.request.into
     try:
@@ -838,12 +841,19 @@ def _restoring_under_a_working_name(plan: RestorePlan, record: RestoreRecord) ->
     record.working_database = name
     log.info("restoring under the working name %s; it becomes %s once verified", name, into.dbname)
     return RestorePlan(
-        request=replace(plan.request, into=into.with_dbname(name)),
+        request=_with_working_name(plan.request, into.with_dbname(name)),
         manifest=plan.manifest,
         schema_manifest=plan.schema_manifest,
         restored_from=plan.restored_from,
         database_exists=False,
     )
+
+
+def _with_working_name(request: RestoreRequest, working: PgConnInfo) -> RestoreRequest:
+    """The request with ``into`` on the working name, which check_database_name refuses to users."""
+    copied = replace(request)
+    object.__setattr__(copied, "into", working)  # frozen; the only change, after validation
+    return copied
 
 
 def rename_database(db: PgConnInfo, new_name: str) -> None:
@@ -859,8 +869,7 @@ def rename_database(db: PgConnInfo, new_name: str) -> None:
             )
     except psycopg2.Error as exc:
         raise RestoreError(
-            f"the restore into {db.dbname} was verified, but it could not be renamed to {new_name}: "
-            f"{str(exc).strip()}"
+            f"the restore into {db.dbname} was verified, but it could not be renamed to {new_name}: {str(exc).strip()}"
         ) from exc
     finally:
         connection.close()

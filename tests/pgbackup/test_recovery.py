@@ -186,7 +186,17 @@ def test_bad_backup_ids_are_refused_before_anything_is_read(backup_id: str, mess
     "refused naming the expected form; nothing created",
 )
 @pytest.mark.parametrize(
-    "name", ['x"; DROP DATABASE y; --', "has space", "1starts_with_digit", "", "postgres", "template1", "a" * 64]
+    "name",
+    [
+        'x"; DROP DATABASE y; --',
+        "has space",
+        "1starts_with_digit",
+        "",
+        "postgres",
+        "template1",
+        "a" * 64,
+        "pgbackup_restoring_20200101_000000_1",  # a working name: the next restore would drop it
+    ],
 )
 def test_invalid_database_names_are_refused(pg_cluster: TemporaryCluster, name: str) -> None:
     with pytest.raises(ConfigError, match="database name"):
