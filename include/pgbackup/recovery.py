@@ -835,8 +835,8 @@ def _restoring_under_a_working_name(plan: RestorePlan, record: RestoreRecord) ->
     into = plan.request.into
     try:
         sweep_stale_scratch_databases(into.with_dbname("postgres"), RESTORING_PREFIX)
-    except PgBackupError as exc:  # leftovers cost space, never a restore
-        log.warning("could not look for databases left by killed restores on %s: %s", into.describe(), exc)
+    except Exception as exc:  # noqa: BLE001 - leftovers (e.g. owned by another role) cost space, never a restore
+        log.warning("could not drop databases left by killed restores on %s: %s", into.describe(), exc)
     name = f"{RESTORING_PREFIX}_{utcnow():%Y%m%d_%H%M%S}_{int(time.monotonic() * 1000) % 100000}"
     record.working_database = name
     log.info("restoring under the working name %s; it becomes %s once verified", name, into.dbname)
