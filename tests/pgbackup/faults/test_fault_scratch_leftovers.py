@@ -53,19 +53,19 @@ def test_scratch_database_of_a_killed_run_is_dropped_by_the_next(scratch_cluster
 
     old = f"test_restore_{utcnow() - timedelta(days=2):%Y%m%d_%H%M%S}_123"  # as a killed run of 2 days ago
     lookalike = "test_restore_keep_me"  # not our pattern: never ours to drop
-    admin = connect(scratch)
+    for name in (old, lookalike):
+        scratch_cluster.create_database(name)
     try:
-        with admin.cursor() as cur:
-            for name in (old, lookalike):
-                cur.execute(f'CREATE DATABASE "{name}"')
+        with scratch_database(scratch) as db:
+            current = db.dbname
+            left = databases(scratch_cluster)
+            assert old not in left  # a killed run's leftover is gone
+            assert killed_name in left  # too recent to be sure its run is dead: kept
+            assert lookalike in left and current in left
+        assert sweep_stale_scratch_databases(scratch, stale_after=timedelta(0)) == [killed_name]
+        assert lookalike in databases(scratch_cluster)
     finally:
-        admin.close()
-
-    with scratch_database(scratch) as db:
-        current = db.dbname
-        left = databases(scratch_cluster)
-        assert old not in left  # a killed run's leftover is gone
-        assert killed_name in left  # too recent to be sure its run is dead: kept
-        assert lookalike in left and current in left
-    assert sweep_stale_scratch_databases(scratch, stale_after=timedelta(0)) == [killed_name]
-    assert lookalike in databases(scratch_cluster)
+        # The scratch server is shared by the session: leave it as found.
+        scratch_cluster.execute(f'DROP DATABASE IF EXISTS "{lookalike}"')
+        scratch_cluster.execute(f'DROP DATABASE IF EXISTS "{old}"')
+        scratch_cluster.execute(f'DROP DATABASE IF EXISTS "{killed_name}" WITH (FORCE)')
