@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from devtools.services import MotoServer
 from pgbackup import backup
 from pgbackup.backup import BackupRequest
 from pgbackup.config import CompressionConfig, EncryptionConfig
-from pgbackup.manifest import Manifest
+from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.restore import DecryptionKey, ValidationSettings
 from pgbackup.storage import open_storage
@@ -65,6 +66,35 @@ def make_request(source: PgConnInfo, key: GeneratedKey, kind: str = "full", **ov
     }
     values.update(overrides)
     return BackupRequest(**values)  # type: ignore[arg-type]
+
+
+def put_fake_backup(
+    storage: Storage,
+    created: datetime,
+    *,
+    verified: bool = True,
+    kind: str = "full",
+    target: str = "projectx",
+    uploaded_after: timedelta | None = None,
+) -> str:
+    """A backup as catalogs and retention see it (a 7-byte object, then its manifest); returns its key."""
+    suffix = name_suffix()
+    key = object_key(target, kind, "daily", created, "dump.zst.gpg", suffix=suffix)
+    storage.put_bytes(key, b"payload")
+    manifest = Manifest(
+        backup_id=backup_id(target, kind, created, suffix=suffix),
+        target=target,
+        kind=kind,
+        tier="daily",
+        object_key=key,
+        created_at=iso(created),
+        artifact={"sha256": "0" * 64, "size": 7},
+        verification={"status": "passed" if verified else "failed"},
+    )
+    if uploaded_after is not None:
+        manifest.destination = {"name": "primary", "uploaded_at": iso(created + uploaded_after)}
+    storage.put_bytes(manifest_key(key), manifest.to_json())
+    return key
 
 
 def take_backup(data_path: str, request: BackupRequest, storage: Storage, workdir: Path) -> Manifest:

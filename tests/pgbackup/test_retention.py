@@ -14,44 +14,19 @@ import pytest
 from pgbackup.catalog import Catalog, read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import StorageError
-from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key
+from pgbackup.manifest import Manifest, iso, manifest_key
 from pgbackup.retention import plan_prune, prune, prune_safety_backups
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
+from tests.pgbackup.conftest import put_fake_backup
 
 NOW = datetime(2026, 6, 30, 6, 0, tzinfo=UTC)
 POLICY = RetentionConfig(daily_days=30, min_keep=2)
 TEN_YEARS = timedelta(days=3650)
 
 
-def put_backup(
-    storage: Storage,
-    days_ago: float,
-    *,
-    verified: bool,
-    kind: str = "full",
-    now: datetime = NOW,
-    uploaded_after: timedelta | None = None,
-    target: str = "projectx",
-) -> str:
-    created = now - timedelta(days=days_ago)
-    suffix = name_suffix()
-    key = object_key(target, kind, "daily", created, "dump.zst.gpg", suffix=suffix)
-    storage.put_bytes(key, b"payload")
-    manifest = Manifest(
-        backup_id=backup_id(target, kind, created, suffix=suffix),
-        target=target,
-        kind=kind,
-        tier="daily",
-        object_key=key,
-        created_at=iso(created),
-        artifact={"sha256": "0" * 64, "size": 7},
-        verification={"status": "passed" if verified else "failed"},
-    )
-    if uploaded_after is not None:
-        manifest.destination = {"name": "primary", "uploaded_at": iso(created + uploaded_after)}
-    storage.put_bytes(manifest_key(key), manifest.to_json())
-    return key
+def put_backup(storage: Storage, days_ago: float, *, now: datetime = NOW, **backup: Any) -> str:
+    return put_fake_backup(storage, now - timedelta(days=days_ago), **backup)
 
 
 @pytest.fixture
@@ -137,9 +112,11 @@ def test_a_failed_listing_deletes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.fault("a verified manifest dated ten years ahead; the real newest verified backup is 45 days old "
-                   "(min_keep 1, daily window 30 days)",
-                   "the 45-day-old backup is kept; the future one is reported suspect and kept")
+@pytest.mark.fault(
+    "a verified manifest dated ten years ahead; the real newest verified backup is 45 days old "
+    "(min_keep 1, daily window 30 days)",
+    "the 45-day-old backup is kept; the future one is reported suspect and kept",
+)
 def test_a_manifest_dated_in_the_future_never_makes_the_real_newest_deletable(
     storage: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -163,8 +140,10 @@ def test_a_manifest_dated_in_the_future_never_makes_the_real_newest_deletable(
 
 
 @pytest.mark.integration
-@pytest.mark.fault("a verified manifest claims to be newer than its own object (by the storage's timestamp)",
-                   "reported suspect and kept; it never lets an older backup be deleted")
+@pytest.mark.fault(
+    "a verified manifest claims to be newer than its own object (by the storage's timestamp)",
+    "reported suspect and kept; it never lets an older backup be deleted",
+)
 def test_a_manifest_newer_than_its_stored_object_is_suspect(storage: Storage) -> None:
     written = datetime.now(UTC)  # the object's timestamp comes from the service as it stores it
     real_newest = put_backup(storage, 45, verified=True, now=written)
@@ -180,8 +159,9 @@ def test_a_manifest_newer_than_its_stored_object_is_suspect(storage: Storage) ->
 
 
 @pytest.mark.integration
-@pytest.mark.fault("a manifest's created_at is after its own destination.uploaded_at",
-                   "reported suspect and kept; not counted")
+@pytest.mark.fault(
+    "a manifest's created_at is after its own destination.uploaded_at", "reported suspect and kept; not counted"
+)
 def test_a_manifest_created_after_its_own_upload_is_suspect(storage: Storage) -> None:
     now = datetime.now(UTC)
     real_newest = put_backup(storage, 45, verified=True, now=now)
@@ -222,9 +202,16 @@ def test_a_plan_judges_dates_by_its_own_clock_too() -> None:
     """plan_prune on a catalog read earlier (or elsewhere) still refuses a future date."""
 
     def manifest(created: datetime, name: str) -> Any:
-        return Manifest(backup_id=name, target="projectx", kind="full", tier="daily", object_key=name,
-                        created_at=iso(created), artifact={"sha256": "0" * 64, "size": 1},
-                        verification={"status": "passed"})
+        return Manifest(
+            backup_id=name,
+            target="projectx",
+            kind="full",
+            tier="daily",
+            object_key=name,
+            created_at=iso(created),
+            artifact={"sha256": "0" * 64, "size": 1},
+            verification={"status": "passed"},
+        )
 
     old, ahead = manifest(NOW - timedelta(days=45), "old"), manifest(NOW + timedelta(days=1), "ahead")
     plan = plan_prune(Catalog(backups=[old, ahead]), RetentionConfig(daily_days=30, min_keep=1), NOW)

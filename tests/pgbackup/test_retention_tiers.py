@@ -41,6 +41,7 @@ from pgbackup.retention import plan_prune, prune
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 from pgbackup.storage.s3 import S3Storage
+from tests.pgbackup.conftest import put_fake_backup
 
 TARGET = "projectx"
 SPAN_DAYS = 400
@@ -421,7 +422,8 @@ def test_the_operator_prunes_each_destination_with_its_own_policy(tmp_path: Path
     path = tmp_path / "pgbackup.yaml"
     path.write_text(json.dumps(config))
     safety = open_storage(f"file://{roots['near']}")
-    oldest, *newest = (_put_safety_backup(safety, now - timedelta(days=days)) for days in (300, 200, 1))
+    ages = (300, 200, 1)
+    oldest, *newest = (put_fake_backup(safety, now - timedelta(days=d), target=f"{TARGET}_safety") for d in ages)
     operator = PruneBackupsOperator(task_id="prune", target=TARGET, config_path=str(path))
     result = operator.execute({})
     # retention.safety is 90 days by default; the newest min_keep (2) stay however old.
@@ -442,25 +444,6 @@ def test_the_operator_prunes_each_destination_with_its_own_policy(tmp_path: Path
         assert result[name]["unverified_past_grace"] == len(past_grace(made.backups, own, now))
         assert [f["key"] for f in result[name]["findings"]["suspect"]] == [made.suspect]
     assert result["far"]["deleted"] < result["near"]["deleted"]  # the far copy keeps more, as configured
-
-
-def _put_safety_backup(storage: Storage, created: datetime) -> str:
-    suffix = uuid.uuid4().hex[:8]
-    target = f"{TARGET}_safety"
-    key = object_key(target, "full", "daily", created, "dump.zst.gpg", suffix=suffix)
-    storage.put_bytes(key, b"payload")
-    manifest = Manifest(
-        backup_id=backup_id(target, "full", created, suffix=suffix),
-        target=target,
-        kind="full",
-        tier="daily",
-        object_key=key,
-        created_at=iso(created),
-        artifact={"sha256": "0" * 64, "size": 7},
-        verification={"status": "passed"},
-    )
-    storage.put_bytes(manifest_key(key), manifest.to_json())
-    return key
 
 
 @pytest.mark.integration

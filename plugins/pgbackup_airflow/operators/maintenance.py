@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pgbackup.config import DestinationConfig
 from pgbackup.errors import StorageError
-from pgbackup.retention import prune, prune_safety_backups
+from pgbackup.retention import PrunePlan, prune, prune_safety_backups
 from pgbackup.staging import prepare_staging, remove_staging
 from pgbackup_airflow.connections import open_destination
 from pgbackup_airflow.operators.base import PgBackupBaseOperator
@@ -29,19 +29,11 @@ class PruneBackupsOperator(PgBackupBaseOperator):
         results: dict[str, Any] = {}
         failures: list[str] = []
         for destination in self.config.destinations:
-            policy = self.config.retention.for_destination(destination.name)
-            try:
-                plan = prune(
-                    open_destination(destination, self.config.timeouts),
-                    self.target,
-                    self.config.retention,
-                    destination=destination.name,
-                )
-            except StorageError as exc:
-                failures.append(f"{destination.name}: {exc}")
-                continue
+            plan = self._apply(prune, destination, "", failures)
+            if plan is None:
+                continue  # its safety backups wait for a destination that answers
             results[destination.name] = {
-                "dry_run": policy.dry_run,
+                "dry_run": self.config.retention.for_destination(destination.name).dry_run,
                 "deleted": len(plan.delete),
                 "kept": len(plan.keep),
                 "suspect": len(plan.suspect),
@@ -54,51 +46,50 @@ class PruneBackupsOperator(PgBackupBaseOperator):
                     if name in ("suspect", "unreadable", "unverified")
                 },
             }
-            verb = "would delete" if policy.dry_run else "deleted"
-            for decision in plan.delete:
-                self.log.info("%s: %s %s (%s)", destination.name, verb, decision.key, decision.reason)
-            for label, found in (
-                ("suspect", plan.suspect),
-                ("unreadable manifest", plan.unreadable),
-                ("not verified past grace", plan.unverified),
-            ):
-                for decision in found:
-                    self.log.warning("%s: %s %s (%s)", destination.name, label, decision.key, decision.reason)
-            self.log.info(
-                "%s: %d %s, %d kept; %d suspect, %d unreadable, %d not verified past grace",
-                destination.name,
-                len(plan.delete),
-                verb,
-                len(plan.keep),
-                len(plan.suspect),
-                len(plan.unreadable),
-                len(plan.unverified),
-            )
-            self._prune_safety_backups(destination, policy.dry_run, results[destination.name], failures)
+            safety = self._apply(prune_safety_backups, destination, "safety backups", failures)
+            if safety is not None:
+                results[destination.name]["safety_backups"] = {"deleted": len(safety.delete), "kept": len(safety.keep)}
         if failures:
             raise StorageError("retention failed at: " + "; ".join(failures))
         return results
 
-    def _prune_safety_backups(
-        self, destination: DestinationConfig, dry_run: bool, result: dict[str, Any], failures: list[str]
-    ) -> None:
-        """``<target>_safety/`` under ``retention.safety``, reported beside the target's own result."""
+    def _apply(
+        self, prune_folder: Callable[..., PrunePlan], destination: DestinationConfig, folder: str, failures: list[str]
+    ) -> PrunePlan | None:
+        """Run one retention (the target's backups, or ``folder`` beside them) at one destination
+        and log every decision; a storage failure is recorded in ``failures`` and returns None."""
+        where = f"{destination.name} ({folder})" if folder else destination.name
         try:
-            plan = prune_safety_backups(
+            plan = prune_folder(
                 open_destination(destination, self.config.timeouts),
                 self.target,
                 self.config.retention,
                 destination=destination.name,
             )
         except StorageError as exc:
-            failures.append(f"{destination.name} (safety backups): {exc}")
-            return
-        verb = "would delete" if dry_run else "deleted"
+            failures.append(f"{where}: {exc}")
+            return None
+        verb = "would delete" if self.config.retention.for_destination(destination.name).dry_run else "deleted"
         for decision in plan.delete:
-            self.log.info("%s: %s safety backup %s (%s)", destination.name, verb, decision.key, decision.reason)
-        for decision in plan.suspect + plan.unreadable + plan.unverified:
-            self.log.warning("%s: safety backup %s: %s", destination.name, decision.key, decision.reason)
-        result["safety_backups"] = {"deleted": len(plan.delete), "kept": len(plan.keep)}
+            self.log.info("%s: %s %s (%s)", where, verb, decision.key, decision.reason)
+        for label, found in (
+            ("suspect", plan.suspect),
+            ("unreadable manifest", plan.unreadable),
+            ("not verified past grace", plan.unverified),
+        ):
+            for decision in found:
+                self.log.warning("%s: %s %s (%s)", where, label, decision.key, decision.reason)
+        self.log.info(
+            "%s: %d %s, %d kept; %d suspect, %d unreadable, %d not verified past grace",
+            where,
+            len(plan.delete),
+            verb,
+            len(plan.keep),
+            len(plan.suspect),
+            len(plan.unreadable),
+            len(plan.unverified),
+        )
+        return plan
 
 
 class PrepareStagingOperator(PgBackupBaseOperator):

@@ -22,9 +22,10 @@ from devtools.services import MotoServer
 from pgbackup.catalog import read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import StorageError
-from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key, utcnow
+from pgbackup.manifest import manifest_key, utcnow
 from pgbackup.retention import prune
 from pgbackup.storage.s3 import S3Storage
+from tests.pgbackup.conftest import put_fake_backup
 
 pytestmark = pytest.mark.integration
 
@@ -93,27 +94,11 @@ def failing_pages_proxy(moto_server: MotoServer) -> Iterator[Any]:
 
 def _stored_backups(moto: MotoServer, bucket: str) -> list[str]:
     """Complete, verified backups of target projectx, written straight to moto (no proxy)."""
-    client = moto.client()
-    client.create_bucket(Bucket=bucket)
-    keys: list[str] = []
+    moto.client().create_bucket(Bucket=bucket)
+    direct = S3Storage(f"s3://{bucket}", endpoint_url=moto.endpoint_url, force_path_style=True, **moto.credentials)
     created = utcnow()
-    for _ in range(BACKUPS):
-        suffix = name_suffix()
-        key = object_key("projectx", "full", "daily", created, "dump.zst.gpg", suffix=suffix)
-        manifest = Manifest(
-            backup_id=backup_id("projectx", "full", created, suffix=suffix),
-            target="projectx",
-            kind="full",
-            tier="daily",
-            object_key=key,
-            created_at=iso(created),
-            artifact={"sha256": "0" * 64, "size": 7},
-            verification={"status": "passed"},
-        )
-        client.put_object(Bucket=bucket, Key=key, Body=b"payload")
-        client.put_object(Bucket=bucket, Key=manifest_key(key), Body=manifest.to_json())
-        keys += [key, manifest_key(key)]
-    return sorted(keys)
+    keys = [put_fake_backup(direct, created) for _ in range(BACKUPS)]
+    return sorted([*keys, *map(manifest_key, keys)])
 
 
 def _raw_keys(moto: MotoServer, bucket: str) -> list[str]:
