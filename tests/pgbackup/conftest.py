@@ -30,6 +30,12 @@ def conn_info(cluster: TemporaryCluster, dbname: str = "postgres", label: str = 
     return PgConnInfo(cluster.host, cluster.port, cluster.user, dbname, cluster.password, label=label or dbname)
 
 
+def scratch_databases(cluster: TemporaryCluster) -> set[str]:
+    """Databases named like validation's scratch databases. The scratch server is shared by a
+    worker's whole session, so tests compare this before and after, never against empty."""
+    return {row[0] for row in cluster.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_restore_%'")}
+
+
 @pytest.fixture(scope="session")
 def scratch_cluster() -> Iterator[TemporaryCluster]:
     """A separate server for restore tests, as the config requires."""

@@ -24,7 +24,7 @@ from pgbackup.pgconn import PgConnInfo, libpq_environment
 from pgbackup.pgtools import find_program
 from pgbackup.restore import DecryptionKey, validate_backup
 from pgbackup.storage import open_storage
-from tests.pgbackup.conftest import make_request, validation_settings
+from tests.pgbackup.conftest import make_request, scratch_databases, validation_settings
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +158,7 @@ def test_validation_passes_on_a_good_backup_and_records_the_rto(
     tmp_path: Path,
 ) -> None:
     manifest, storage = _good_backup(pg_cluster, source_db, gpg_key, tmp_path)
+    before = scratch_databases(scratch_cluster)
     record = validate_backup(
         manifest,
         storage,
@@ -169,8 +170,7 @@ def test_validation_passes_on_a_good_backup_and_records_the_rto(
     assert record["tables"] == {"public.users": {"expected": 500, "found": 500, "ok": True}}
     assert record["queries"] == [{"query": "SELECT count(*) FROM users", "status": "ok", "result": [500]}]
     assert record["restore_seconds"] > 0
-    leftovers = scratch_cluster.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_restore_%'")
-    assert leftovers == []
+    assert scratch_databases(scratch_cluster) == before  # its scratch database is gone
 
 
 def test_corrupted_object_at_the_primary_fails_validation_loudly(
@@ -187,6 +187,7 @@ def test_corrupted_object_at_the_primary_fails_validation_loudly(
     data[len(data) // 2] ^= 0x01
     os.chmod(stored, 0o600)
     stored.write_bytes(bytes(data))
+    before = scratch_databases(scratch_cluster)
     with pytest.raises(IntegrityError, match=manifest.object_key):
         validate_backup(
             manifest,
@@ -195,8 +196,7 @@ def test_corrupted_object_at_the_primary_fails_validation_loudly(
             decryption_key,
             tmp_path / "v",
         )
-    leftovers = scratch_cluster.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_restore_%'")
-    assert leftovers == []
+    assert scratch_databases(scratch_cluster) == before  # its scratch database is gone
 
 
 def test_restored_rows_differing_from_the_snapshot_fail_validation(

@@ -27,7 +27,7 @@ from pgbackup.restore import (
 )
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
-from tests.pgbackup.conftest import conn_info, make_request, take_backup, validation_settings
+from tests.pgbackup.conftest import conn_info, make_request, scratch_databases, take_backup, validation_settings
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +82,6 @@ def _storage(tmp_path: Path) -> Storage:
     return open_storage(f"file://{tmp_path}/backups")
 
 
-def _no_scratch_left(scratch: TemporaryCluster) -> None:
-    assert scratch.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_restore_%'") == []
-
-
 @pytest.mark.fault(
     "schema, table, matview and database names that are keywords, mixed case, quoted, dotted, spaced "
     'or non-ASCII (CREATE SCHEMA "order")',
@@ -113,12 +109,13 @@ def test_hostile_names_back_up_and_validate(
     assert manifest.source["row_counts"] == EXPECTED_ROWS
     assert manifest.source["populated_matviews"] == ['order."select mv"', '"we""ird"."Mat.View"', '"ñandú ☃"."ビュー"']
     settings = validation_settings(scratch_cluster, hostile_source, template=hostile_template, queries=())
+    before = scratch_databases(scratch_cluster)
     record = validate_backup(manifest, storage, settings, decryption_key, tmp_path / "validate")
     assert record["status"] == "passed", record
     assert {t: r["found"] for t, r in record["tables"].items()} == EXPECTED_ROWS
     # The injection-shaped table name stayed a name.
     assert pg_cluster.execute("SELECT count(*) FROM public.victim", dbname=hostile_source.dbname) == [(2,)]
-    _no_scratch_left(scratch_cluster)
+    assert scratch_databases(scratch_cluster) == before  # its scratch database is gone
 
 
 @pytest.mark.fault(
@@ -147,10 +144,11 @@ def test_hostile_names_schema_and_data_pair_validates(
         "stream", make_request(hostile_source, gpg_key, kind="data", dump_format=data_format), storage, workdir
     )
     settings = validation_settings(scratch_cluster, hostile_source, queries=())
+    before = scratch_databases(scratch_cluster)
     record = validate_backup(data, storage, settings, decryption_key, tmp_path / "validate", schema_manifest=schema)
     assert record["status"] == "passed", record
     assert {t: r["found"] for t, r in record["tables"].items() if t in EXPECTED_ROWS} == EXPECTED_ROWS
-    _no_scratch_left(scratch_cluster)
+    assert scratch_databases(scratch_cluster) == before  # its scratch database is gone
 
 
 def _fetch(manifest: Manifest, storage: Storage, key: DecryptionKey, into: Path) -> Path:
