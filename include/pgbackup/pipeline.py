@@ -159,9 +159,13 @@ class FileSink:
         return self.path.with_name(self.path.name + ".partial")
 
     def __call__(self, stream: HashingReader) -> None:
-        with self.open_partial() as handle:
-            copy_stream(stream, handle)  # type: ignore[arg-type]
-        self.publish()
+        try:
+            with self.open_partial() as handle:
+                copy_stream(stream, handle)  # type: ignore[arg-type]
+            self.publish()
+        except BaseException:
+            self.discard()  # a full disk must not stay full of our partial file
+            raise
 
     def open_partial(self) -> BinaryIO:
         """The ``.partial`` file, created 0600: staged files may be plaintext dumps."""
@@ -224,6 +228,7 @@ def run_chain(
         rss = _PeakRssSampler()
         output: HashingReader | None = None
         sink_value = cast(T, None)  # what a direct FileSink returns
+        sink_error: list[OSError] = []
         try:
             last_stdout: int | IO[bytes] = subprocess.PIPE
             if direct is not None:
@@ -255,7 +260,11 @@ def run_chain(
             rss.start()
             if direct is None:
                 output = HashingReader(procs[-1].stdout, hashed=hash_output)  # type: ignore[arg-type]
-                sink_value = sink(output)
+                try:
+                    sink_value = sink(output)
+                except OSError as exc:
+                    sink_error.append(exc)
+                    raise
                 # Drain anything the sink left so the last stage can exit.
                 while output.read(READ_CHUNK_BYTES):
                     pass
@@ -276,7 +285,15 @@ def run_chain(
             if feeder is not None:
                 feeder.join(timeout=5)
             if failure is not None:
-                raise failure from None
+                raise _naming_the_file(failure, sink) from None
+            if sink_error and isinstance(sink, FileSink):
+                # Python's own write to the file failed (a hashed sink): name the step and the file.
+                last, written = stages[-1], sink_error[0]
+                raise _naming_the_file(
+                    last.error_class(f"{last.name} output could not be written: {written.strerror or written}"),
+                    sink,
+                    writing=True,
+                ) from written
             raise
         rss.stop()
         _reap(procs, stages, result, starts, rss)
@@ -286,7 +303,7 @@ def run_chain(
         if failure is not None or feeder_error:
             if direct is not None:
                 direct.discard()
-            raise failure or feeder_error[0]
+            raise _naming_the_file(failure, sink) if failure is not None else feeder_error[0]
         if direct is not None:
             direct.publish()
         for stage, stderr_file in zip(stages, stderr_files, strict=True):
@@ -426,6 +443,24 @@ def _first_failure(
             message = _tail(stderr_file) or f"exit status {proc.returncode}"
             return stage.error_class(f"{stage.name} failed (exit {proc.returncode}): {message}")
     return None
+
+
+# What a program says when the file it writes cannot take more (strerror texts and pg_dump's own).
+WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system")
+
+
+def _naming_the_file(failure: PgBackupError, sink: object, *, writing: bool = False) -> PgBackupError:
+    """A stage that failed writing a staging file: the error names the file and the room left
+    on its file system (pg_dump and zstd say only "No space left on device")."""
+    if not isinstance(sink, FileSink) or not (writing or any(text in str(failure) for text in WRITE_FAILURES)):
+        return failure
+    try:
+        usage = shutil.disk_usage(sink.path.parent)
+        room = f"; {usage.free:,} of {usage.total:,} bytes free on its file system"
+    except OSError:
+        room = ""
+    failure.args = (f"{failure} (writing {sink.partial}{room})", *failure.args[1:])
+    return failure
 
 
 def _tail(stderr_file: IO[bytes]) -> str:

@@ -1,9 +1,9 @@
-"""A staging disk that fills up during the dump, and during compression.
+"""A staging disk that fills up during the dump, compression, and encryption.
 
 The staging folder is a small tmpfs (a real file system that returns ENOSPC), sized from
 a measured first run so that it fills exactly in the step under test. The run must fail
-with an error naming the step and the full disk, publish and list nothing at the
-destination, and leave no partial file in the staging folder.
+with an error naming the step, the full disk and the file it was writing, publish and
+list nothing at the destination, and leave no partial file in the staging folder.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from devtools.tmpfs import NOT_ROOT_REASON, can_mount, mounted_tmpfs
 from pgbackup import backup
 from pgbackup.backup import BackupRequest
 from pgbackup.catalog import read_catalog
-from pgbackup.errors import PgBackupError
+from pgbackup.errors import EncryptionError, PgBackupError
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
@@ -68,7 +68,8 @@ def _assert_nothing_published(storage: Storage) -> None:
 
 @pytest.mark.fault(
     "the staging disk fills up while pg_dump writes the dump",
-    "the run fails naming pg_dump and the full disk; nothing published or listed; no partial file left in staging",
+    "the run fails naming pg_dump, the full disk and the file; nothing published or listed; "
+    "no partial file left in staging",
 )
 def test_staging_disk_full_during_dump(
     pg_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey, tmp_path: Path
@@ -84,14 +85,15 @@ def test_staging_disk_full_during_dump(
             take_backup("staged", request, storage, workdir)
         message = str(failure.value)
         assert "pg_dump" in message and NO_SPACE in message, message
+        assert f"writing {workdir}/" in message and "bytes free on its file system" in message, message
         assert _files(disk) == [], "the partial dump must be removed"
     _assert_nothing_published(storage)
 
 
 @pytest.mark.fault(
     "the staging disk fills up while the dump is compressed",
-    "the run fails naming the compressor and the full disk; nothing published or listed; the partial compressed "
-    "file is removed (the finished dump stays for the step's retry)",
+    "the run fails naming the compressor, the full disk and the file; nothing published or listed; "
+    "the partial compressed file is removed (the finished dump stays for the step's retry)",
 )
 def test_staging_disk_full_during_compress(
     pg_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey, tmp_path: Path
@@ -109,6 +111,36 @@ def test_staging_disk_full_during_compress(
             backup.compress_file(manifest, request.compression, workdir)
         message = str(failure.value)
         assert "compress" in message and NO_SPACE in message, message
+        assert f"writing {workdir / backup.COMPRESSED_FILE}.partial" in message, message
         assert _files(disk) == [f"run/{backup.DUMP_FILE}"], "only the finished dump may stay"
         assert (workdir / backup.DUMP_FILE).stat().st_size == dump_bytes
+    _assert_nothing_published(storage)
+
+
+@pytest.mark.fault(
+    "the staging disk fills up while the compressed dump is encrypted (Python writes gpg's output, to hash it)",
+    "the run fails with an EncryptionError naming gpg, the full disk and the file; nothing published or listed; "
+    "the partial encrypted file is removed (the compressed dump stays for the step's retry)",
+)
+def test_staging_disk_full_during_encrypt(
+    pg_cluster: TemporaryCluster, source_db: PgConnInfo, gpg_key: GeneratedKey, tmp_path: Path
+) -> None:
+    _load(pg_cluster, source_db)
+    request = make_request(source_db, gpg_key)
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    manifest = backup.compress_file(backup.dump_to_file(request, roomy), request.compression, roomy)
+    compressed_bytes = (roomy / backup.COMPRESSED_FILE).stat().st_size
+    storage = _destination(tmp_path)
+    # Room for the compressed dump and half of its encrypted copy (gpg adds a few hundred bytes).
+    with mounted_tmpfs(tmp_path / "disk", compressed_bytes + compressed_bytes // 2) as disk:
+        workdir = disk / "run"
+        workdir.mkdir()
+        shutil.copyfile(roomy / backup.COMPRESSED_FILE, workdir / backup.COMPRESSED_FILE)
+        with pytest.raises(EncryptionError) as failure:
+            backup.encrypt_file(manifest, request, workdir)
+        message = str(failure.value)
+        assert "gpg-encrypt" in message and NO_SPACE in message, message
+        assert f"writing {workdir / backup.ENCRYPTED_FILE}.partial" in message, message
+        assert _files(disk) == [f"run/{backup.COMPRESSED_FILE}"], "only the compressed dump may stay"
     _assert_nothing_published(storage)
