@@ -29,6 +29,7 @@ import pytest
 
 from devtools.airflow_runner import AirflowError
 from devtools.db_compare import compare_databases
+from devtools.projectx_data import TABLES
 from devtools.restore_env import BUCKET, DAILY, RESTORE, TARGET, RestoreEnv, restore_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow_e2e]
@@ -291,6 +292,25 @@ def test_a_mode_that_does_not_match_the_backup_is_refused(env: RestoreEnv, appro
     run_id = env.airflow.trigger(RESTORE, {"backup": "exact_id", "backup_id": full_id, "mode": "schema-then-data"})
     assert env.wait_for_run(RESTORE, run_id, timeout=300) == "failed"
     assert f"mode schema-then-data does not match backup {full_id}" in env.task_log(RESTORE, run_id, "resolve")
+
+
+def test_a_tables_restore_into_a_new_database_brings_only_those_rows(
+    env: RestoreEnv, approved: dict[str, Any]
+) -> None:
+    run_id = env.airflow.trigger(
+        RESTORE, {"mode": "tables", "tables": ["public.orders", "customers"], "database": "only_two_tables"}
+    )
+    assert env.wait_for_run(RESTORE, run_id, timeout=600) == "success"
+    restored = env.source_dsn("only_two_tables")
+    found = {t: execute(restored, f"SELECT count(*) FROM public.{t}")[0][0] for t in TABLES}
+    chosen = {"orders": env.counts["orders"], "customers": env.counts["customers"]}
+    assert found == {t: chosen.get(t, 0) for t in TABLES}  # the whole schema; rows of the two only
+    # The other tables are empty, so the foreign keys pointing at them are left out, and said so.
+    assert execute(restored, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(0,)]
+    audit = audit_of(env, run_id)
+    assert audit["outcome"] == "passed" and audit["tables_checked"] == 2 and audit["mismatches"] == []
+    assert audit["rows_restored"] == sum(chosen.values())
+    assert any("foreign keys" in reason for reason in audit["left_out"])
 
 
 # -- in a real browser: headless Debian chromium driven by Playwright, against the API server ----------
