@@ -159,13 +159,9 @@ class FileSink:
         return self.path.with_name(self.path.name + ".partial")
 
     def __call__(self, stream: HashingReader) -> None:
-        try:
-            with self.open_partial() as handle:
-                copy_stream(stream, handle)  # type: ignore[arg-type]
-            self.publish()
-        except BaseException:
-            self.discard()  # a full disk must not stay full of our partial file
-            raise
+        with self.open_partial() as handle:
+            copy_stream(stream, handle)  # type: ignore[arg-type]
+        self.publish()
 
     def open_partial(self) -> BinaryIO:
         """The ``.partial`` file, created 0600: staged files may be plaintext dumps."""
@@ -273,27 +269,26 @@ def run_chain(
                     # Wait without reaping: _reap takes each stage's CPU time from wait4.
                     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         except BaseException:
-            if direct is not None:
-                direct.discard()
             rss.stop()  # before anything reaps a stage: a reaped pid may be reused
             # A stage that already failed on its own is the cause; judge before killing the rest.
             for proc in procs:
                 proc.poll()
             failure = _first_failure(procs, stages, stderr_files)
+            if failure is None and sink_error and isinstance(sink, FileSink):
+                # Python's own write to the file failed (a hashed sink): the last stage's step failed.
+                last, written = stages[-1], sink_error[0]
+                failure = last.error_class(f"{last.name} output could not be written: {written.strerror or written}")
+                failure.__cause__ = written
+            if failure is not None:
+                failure = _naming_the_file(failure, sink, writing=bool(sink_error))
+            if isinstance(sink, FileSink):
+                sink.discard()  # after naming it: the room left is measured with the partial file still there
             _kill_all(procs)
             _reap(procs, stages, result, starts, rss)
             if feeder is not None:
                 feeder.join(timeout=5)
             if failure is not None:
-                raise _naming_the_file(failure, sink) from None
-            if sink_error and isinstance(sink, FileSink):
-                # Python's own write to the file failed (a hashed sink): name the step and the file.
-                last, written = stages[-1], sink_error[0]
-                raise _naming_the_file(
-                    last.error_class(f"{last.name} output could not be written: {written.strerror or written}"),
-                    sink,
-                    writing=True,
-                ) from written
+                raise failure from failure.__cause__
             raise
         rss.stop()
         _reap(procs, stages, result, starts, rss)
@@ -301,9 +296,10 @@ def run_chain(
             feeder.join()
         failure = _first_failure(procs, stages, stderr_files)
         if failure is not None or feeder_error:
+            named = _naming_the_file(failure, sink) if failure is not None else None
             if direct is not None:
                 direct.discard()
-            raise _naming_the_file(failure, sink) if failure is not None else feeder_error[0]
+            raise named or feeder_error[0]
         if direct is not None:
             direct.publish()
         for stage, stderr_file in zip(stages, stderr_files, strict=True):
