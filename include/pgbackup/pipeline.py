@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -159,9 +160,9 @@ class FileSink:
         return self.path.with_name(self.path.name + ".partial")
 
     def __call__(self, stream: HashingReader) -> None:
+        # run_chain publishes it, once every stage has exited cleanly.
         with self.open_partial() as handle:
             copy_stream(stream, handle)  # type: ignore[arg-type]
-        self.publish()
 
     def open_partial(self) -> BinaryIO:
         """The ``.partial`` file, created 0600: staged files may be plaintext dumps."""
@@ -273,16 +274,13 @@ def run_chain(
             # A stage that already failed on its own is the cause; judge before killing the rest.
             for proc in procs:
                 proc.poll()
-            failure = _first_failure(procs, stages, stderr_files)
-            if failure is None and sink_error and isinstance(sink, FileSink):
-                # Python's own write to the file failed (a hashed sink): the last stage's step failed.
-                last, written = stages[-1], sink_error[0]
-                failure = last.error_class(f"{last.name} output could not be written: {written.strerror or written}")
-                failure.__cause__ = written
+            failure = _first_failure(procs, stages, stderr_files, reader_failed=True)
             if failure is not None:
-                failure = _naming_the_file(failure, sink, writing=bool(sink_error))
-            if isinstance(sink, FileSink):
-                sink.discard()  # after naming it: the room left is measured with the partial file still there
+                failure = _naming_the_file(failure, sink)
+            elif sink_error and isinstance(sink, FileSink):
+                # Python's own write to the file failed (a hashed sink): the last stage's step failed.
+                failure = _write_failure(stages[-1], sink, sink_error[0])
+            _discard_quietly(sink)  # after naming it: the room left is measured with the partial file there
             _kill_all(procs)
             _reap(procs, stages, result, starts, rss)
             if feeder is not None:
@@ -297,11 +295,15 @@ def run_chain(
         failure = _first_failure(procs, stages, stderr_files)
         if failure is not None or feeder_error:
             named = _naming_the_file(failure, sink) if failure is not None else None
-            if direct is not None:
-                direct.discard()
+            _discard_quietly(sink)
             raise named or feeder_error[0]
-        if direct is not None:
-            direct.publish()
+        if isinstance(sink, FileSink):
+            try:
+                sink.publish()  # fsync can still find the disk full (quotas, NFS, thin volumes)
+            except OSError as exc:
+                failure = _write_failure(stages[-1], sink, exc)
+                _discard_quietly(sink)
+                raise failure from exc
         for stage, stderr_file in zip(stages, stderr_files, strict=True):
             warnings = _tail(stderr_file)
             if warnings:
@@ -431,24 +433,53 @@ class _PeakRssSampler:
 
 
 def _first_failure(
-    procs: list[subprocess.Popen[bytes]], stages: Sequence[Stage], stderr_files: Sequence[IO[bytes]]
+    procs: list[subprocess.Popen[bytes]],
+    stages: Sequence[Stage],
+    stderr_files: Sequence[IO[bytes]],
+    *,
+    reader_failed: bool = False,
 ) -> PgBackupError | None:
-    """The most upstream failing stage is the cause; downstream ones died of a broken pipe."""
-    for proc, stage, stderr_file in zip(procs, stages, stderr_files, strict=False):
-        if proc.returncode not in (0, None):
-            message = _tail(stderr_file) or f"exit status {proc.returncode}"
-            return stage.error_class(f"{stage.name} failed (exit {proc.returncode}): {message}")
-    return None
+    """The most upstream stage that failed on its own is the cause: downstream ones died of the
+    end of their input, and one that died of a broken pipe only lost its reader (when that
+    reader, the sink, failed first, ``reader_failed``, its error is the cause: None here)."""
+    failed = [
+        (proc, stage, _tail(stderr_file))
+        for proc, stage, stderr_file in zip(procs, stages, stderr_files, strict=False)
+        if proc.returncode not in (0, None)
+    ]
+    own = [f for f in failed if f[0].returncode != -signal.SIGPIPE and "Broken pipe" not in f[2]]
+    if not failed or (reader_failed and not own):
+        return None
+    proc, stage, message = (own or failed)[0]
+    return stage.error_class(
+        f"{stage.name} failed (exit {proc.returncode}): {message or f'exit status {proc.returncode}'}"
+    )
 
 
-# What a program says when the file it writes cannot take more (strerror texts and pg_dump's own).
+# What a program says when the file it writes cannot take more (strerror texts).
 WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system")
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """Whether a stage failed writing its own output (a full disk, a quota), as opposed to an
+    error the database server sent it (the server's own disk full: "ERROR:  could not ...")."""
+    return any(
+        text in line and "ERROR:" not in line and "from server" not in line
+        for line in str(error).splitlines()
+        for text in WRITE_FAILURES
+    )
+
+
+def _write_failure(last: Stage, sink: FileSink, written: OSError) -> PgBackupError:
+    failure = last.error_class(f"{last.name} output could not be written: {written.strerror or written}")
+    failure.__cause__ = written
+    return _naming_the_file(failure, sink, writing=True)
 
 
 def _naming_the_file(failure: PgBackupError, sink: object, *, writing: bool = False) -> PgBackupError:
     """A stage that failed writing a staging file: the error names the file and the room left
     on its file system (pg_dump and zstd say only "No space left on device")."""
-    if not isinstance(sink, FileSink) or not (writing or any(text in str(failure) for text in WRITE_FAILURES)):
+    if not isinstance(sink, FileSink) or not (writing or is_write_failure(failure)):
         return failure
     try:
         usage = shutil.disk_usage(sink.path.parent)
@@ -457,6 +488,17 @@ def _naming_the_file(failure: PgBackupError, sink: object, *, writing: bool = Fa
         room = ""
     failure.args = (f"{failure} (writing {sink.partial}{room})", *failure.args[1:])
     return failure
+
+
+def _discard_quietly(sink: object) -> None:
+    """Remove a file sink's partial file; failing to (a file system gone read-only) must not
+    hide the error that brought us here, nor stop the stages from being killed."""
+    if not isinstance(sink, FileSink):
+        return
+    try:
+        sink.discard()
+    except OSError as exc:
+        log.warning("could not remove %s: %s", sink.partial, exc)
 
 
 def _tail(stderr_file: IO[bytes]) -> str:

@@ -937,10 +937,10 @@ def _restore_tables(plan: RestorePlan, archive: Path, record: RestoreRecord) -> 
             raise RestoreError("mode tables into a new database needs a full backup (a data backup holds no schema)")
         restore_archive(archive, into, "custom", jobs=1, sections=("pre-data",))
         restore_with_list(archive, into, _toc_list(archive, into, chosen_rows, "data"), data_only=True)
-        # The other tables stay empty, so foreign keys pointing at them would not hold: left out.
+        # The other tables stay empty, so foreign keys could not hold: all are left out.
         no_fks = _toc_list(archive, into, lambda desc, schema, name: desc != "FK CONSTRAINT", "post-data")
         restore_with_list(archive, into, no_fks)
-        record.left_out = ["foreign keys (the tables they reference were not restored)"]
+        record.left_out = ["all foreign keys (only the chosen tables have rows, so they could not hold)"]
     else:
         truncate_tables(into, sorted(chosen))
         restore_with_list(archive, into, _toc_list(archive, into, chosen_rows, "data"), data_only=True)

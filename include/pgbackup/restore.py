@@ -23,7 +23,7 @@ from typing import Any
 
 from pgbackup.compress import DecompressStage
 from pgbackup.dump import relation_sql, server_major_version, split_qualified
-from pgbackup.errors import ConfigError, IntegrityError, RestoreError, StorageError, VerificationError
+from pgbackup.errors import ConfigError, IntegrityError, PgBackupError, RestoreError, StorageError, VerificationError
 from pgbackup.gpg import DecryptStage, Keyring
 from pgbackup.manifest import (
     VERIFICATION_FAILED,
@@ -35,7 +35,7 @@ from pgbackup.manifest import (
 )
 from pgbackup.pgconn import PgConnInfo, connect, libpq_environment
 from pgbackup.pgtools import find_program, split_plain_schema
-from pgbackup.pipeline import die_with_us_prefix, run_chain, write_to_file
+from pgbackup.pipeline import die_with_us_prefix, is_write_failure, run_chain, write_to_file
 from pgbackup.profiles import RestoreJob, profile_for
 from pgbackup.storage.base import Storage
 
@@ -60,6 +60,14 @@ def decryption_keyring(key: DecryptionKey) -> Iterator[Keyring]:
     with Keyring.temporary() as keyring:
         keyring.import_private_key(key.armored_private_key, key.passphrase)
         yield keyring
+
+
+def _unreadable(storage: Storage, manifest: Manifest, exc: BaseException) -> IntegrityError:
+    # A corrupted object usually fails in gpg first; say what it means.
+    return IntegrityError(
+        f"{storage.url}/{manifest.object_key}: cannot decrypt/decompress the stored object "
+        f"(corrupted, truncated, or encrypted to another key): {exc}"
+    )
 
 
 def fetch_plaintext(manifest: Manifest, storage: Storage, keyring: Keyring, target: Path) -> dict[str, Any]:
@@ -87,12 +95,12 @@ def _decrypt_into(manifest: Manifest, storage: Storage, keyring: Keyring, target
             )
     except RestoreError:
         raise
+    except PgBackupError as exc:
+        if not is_write_failure(exc):
+            raise _unreadable(storage, manifest, exc) from exc
+        raise RestoreError(f"cannot write the plaintext of {storage.url}/{manifest.object_key}: {exc}") from exc
     except Exception as exc:
-        # A corrupted object usually fails in gpg first; say what it means.
-        raise IntegrityError(
-            f"{storage.url}/{manifest.object_key}: cannot decrypt/decompress the stored object "
-            f"(corrupted, truncated, or encrypted to another key): {exc}"
-        ) from exc
+        raise _unreadable(storage, manifest, exc) from exc
     if result.input_sha256 != manifest.sha256 or result.input_bytes != manifest.size:
         raise IntegrityError(
             f"{storage.url}/{manifest.object_key}: stored object has sha256 {result.input_sha256} "

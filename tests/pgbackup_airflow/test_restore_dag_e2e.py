@@ -295,7 +295,8 @@ def test_a_mode_that_does_not_match_the_backup_is_refused(env: RestoreEnv, appro
 
 
 def test_a_tables_restore_into_a_new_database_brings_only_those_rows(
-    env: RestoreEnv, approved: dict[str, Any]
+    env: RestoreEnv,
+    approved: dict[str, Any],  # after the overwrite flows, like the other checks here
 ) -> None:
     run_id = env.airflow.trigger(
         RESTORE, {"mode": "tables", "tables": ["public.orders", "customers"], "database": "only_two_tables"}
@@ -305,7 +306,7 @@ def test_a_tables_restore_into_a_new_database_brings_only_those_rows(
     found = {t: execute(restored, f"SELECT count(*) FROM public.{t}")[0][0] for t in TABLES}
     chosen = {"orders": env.counts["orders"], "customers": env.counts["customers"]}
     assert found == {t: chosen.get(t, 0) for t in TABLES}  # the whole schema; rows of the two only
-    # The other tables are empty, so the foreign keys pointing at them are left out, and said so.
+    # The other tables are empty, so no foreign key is restored (said so in the audit).
     assert execute(restored, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == [(0,)]
     audit = audit_of(env, run_id)
     assert audit["outcome"] == "passed" and audit["tables_checked"] == 2 and audit["mismatches"] == []

@@ -1,4 +1,4 @@
-"""A staging disk that fills up during the dump, compression, and encryption.
+"""A staging disk that fills up during the dump, compression, encryption, and a restore's fetch.
 
 The staging folder is a small tmpfs (a real file system that returns ENOSPC), sized from
 a measured first run so that it fills exactly in the step under test. The run must fail
@@ -8,6 +8,7 @@ list nothing at the destination, and leave no partial file in the staging folder
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from devtools.tmpfs import NOT_ROOT_REASON, can_mount, mounted_tmpfs
 from pgbackup import backup
 from pgbackup.backup import BackupRequest
 from pgbackup.catalog import read_catalog
-from pgbackup.errors import EncryptionError, PgBackupError
+from pgbackup.errors import EncryptionError, IntegrityError, PgBackupError, RestoreError
 from pgbackup.pgconn import PgConnInfo
+from pgbackup.restore import DecryptionKey, decryption_keyring, fetch_plaintext
 from pgbackup.storage import open_storage
 from pgbackup.storage.base import Storage
 from tests.pgbackup.conftest import make_request, take_backup
@@ -49,6 +51,14 @@ def _measure(request: BackupRequest, workdir: Path) -> tuple[int, int]:
     compressed_bytes = (workdir / backup.COMPRESSED_FILE).stat().st_size
     shutil.rmtree(workdir)
     return dump_bytes, compressed_bytes
+
+
+def _assert_names_the_full_file(message: str, partial: Path) -> None:
+    """The error names the file and the room left when it failed: none (measured before the
+    partial file is removed, so not the room its removal gave back)."""
+    assert f"(writing {partial}; " in message, message
+    free = re.search(r"; ([\d,]+) of [\d,]+ bytes free on its file system\)", message)
+    assert free is not None and int(free.group(1).replace(",", "")) <= 64 * 1024, message
 
 
 def _files(root: Path) -> list[str]:
@@ -85,7 +95,7 @@ def test_staging_disk_full_during_dump(
             take_backup("staged", request, storage, workdir)
         message = str(failure.value)
         assert "pg_dump" in message and NO_SPACE in message, message
-        assert f"writing {workdir}/" in message and "bytes free on its file system" in message, message
+        _assert_names_the_full_file(message, workdir / f"{backup.DUMP_FILE}.partial")
         assert _files(disk) == [], "the partial dump must be removed"
     _assert_nothing_published(storage)
 
@@ -111,7 +121,7 @@ def test_staging_disk_full_during_compress(
             backup.compress_file(manifest, request.compression, workdir)
         message = str(failure.value)
         assert "compress" in message and NO_SPACE in message, message
-        assert f"writing {workdir / backup.COMPRESSED_FILE}.partial" in message, message
+        _assert_names_the_full_file(message, workdir / f"{backup.COMPRESSED_FILE}.partial")
         assert _files(disk) == [f"run/{backup.DUMP_FILE}"], "only the finished dump may stay"
         assert (workdir / backup.DUMP_FILE).stat().st_size == dump_bytes
     _assert_nothing_published(storage)
@@ -141,6 +151,35 @@ def test_staging_disk_full_during_encrypt(
             backup.encrypt_file(manifest, request, workdir)
         message = str(failure.value)
         assert "gpg-encrypt" in message and NO_SPACE in message, message
-        assert f"writing {workdir / backup.ENCRYPTED_FILE}.partial" in message, message
+        _assert_names_the_full_file(message, workdir / f"{backup.ENCRYPTED_FILE}.partial")
         assert _files(disk) == [f"run/{backup.COMPRESSED_FILE}"], "only the compressed dump may stay"
     _assert_nothing_published(storage)
+
+
+@pytest.mark.fault(
+    "the staging disk fills up while a backup is fetched, decrypted and decompressed for a restore",
+    "a RestoreError naming the full disk and the file, never the stored object as corrupted; no plaintext left",
+)
+def test_staging_disk_full_while_fetching_for_a_restore(
+    pg_cluster: TemporaryCluster,
+    source_db: PgConnInfo,
+    gpg_key: GeneratedKey,
+    decryption_key: DecryptionKey,
+    tmp_path: Path,
+) -> None:
+    _load(pg_cluster, source_db)
+    request = make_request(source_db, gpg_key)
+    dump_bytes, _ = _measure(request, tmp_path / "measure")
+    storage = _destination(tmp_path)
+    manifest = take_backup("staged", request, storage, tmp_path / "work")
+    with mounted_tmpfs(tmp_path / "disk", dump_bytes // 2) as disk, decryption_keyring(decryption_key) as keyring:
+        target = disk / "plain.dump"
+        with pytest.raises(RestoreError) as failure:
+            fetch_plaintext(manifest, storage, keyring, target)
+        message = str(failure.value)
+        assert not isinstance(failure.value, IntegrityError), message
+        assert "cannot write the plaintext" in message and NO_SPACE in message, message
+        assert "corrupted" not in message, message
+        _assert_names_the_full_file(message, disk / "plain.dump.partial")
+        assert _files(disk) == []
+    assert read_catalog(storage, "projectx").backups == [manifest]  # the backup itself is untouched
