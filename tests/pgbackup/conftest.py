@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,19 +75,17 @@ def make_request(source: PgConnInfo, key: GeneratedKey, kind: str = "full", **ov
     return BackupRequest(**values)  # type: ignore[arg-type]
 
 
-def put_fake_backup(
-    storage: Storage,
+def fake_manifest(
     created: datetime,
     *,
     verified: bool = True,
     kind: str = "full",
     target: str = "projectx",
     uploaded_after: timedelta | None = None,
-) -> str:
-    """A backup as catalogs and retention see it (a 7-byte object, then its manifest); returns its key."""
+) -> Manifest:
+    """The manifest of a 7-byte backup taken at ``created``, as catalogs and retention read it."""
     suffix = name_suffix()
     key = object_key(target, kind, "daily", created, "dump.zst.gpg", suffix=suffix)
-    storage.put_bytes(key, b"payload")
     manifest = Manifest(
         backup_id=backup_id(target, kind, created, suffix=suffix),
         target=target,
@@ -99,8 +98,15 @@ def put_fake_backup(
     )
     if uploaded_after is not None:
         manifest.destination = {"name": "primary", "uploaded_at": iso(created + uploaded_after)}
-    storage.put_bytes(manifest_key(key), manifest.to_json())
-    return key
+    return manifest
+
+
+def put_fake_backup(storage: Storage, created: datetime, **backup: Any) -> str:
+    """A backup as catalogs and retention see it (a 7-byte object, then its manifest); returns its key."""
+    manifest = fake_manifest(created, **backup)
+    storage.put_bytes(manifest.object_key, b"payload")
+    storage.put_bytes(manifest_key(manifest.object_key), manifest.to_json())
+    return manifest.object_key
 
 
 def take_backup(data_path: str, request: BackupRequest, storage: Storage, workdir: Path) -> Manifest:

@@ -16,17 +16,16 @@ from devtools.gpg_keys import GeneratedKey
 from pgbackup.catalog import UnreadableManifest, read_catalog
 from pgbackup.config import RetentionConfig
 from pgbackup.errors import IntegrityError
-from pgbackup.manifest import Manifest, backup_id, iso, manifest_key, name_suffix, object_key
+from pgbackup.manifest import Manifest, manifest_key
 from pgbackup.pgconn import PgConnInfo
 from pgbackup.retention import prune
 from pgbackup.storage.base import Storage
-from tests.pgbackup.conftest import make_request, take_backup
+from tests.pgbackup.conftest import fake_manifest, make_request, take_backup
 
 pytestmark = pytest.mark.integration
 
 TARGET = "projectx"
 POLICY = RetentionConfig(daily_days=30, min_keep=1)
-SHA = "0" * 64
 
 
 @pytest.fixture
@@ -39,18 +38,8 @@ def keys(storage: Storage) -> set[str]:
 
 
 def manifest_data(created: datetime, kind: str = "full", verified: bool = True) -> dict[str, Any]:
-    suffix = name_suffix()
-    key = object_key(TARGET, kind, "daily", created, "dump.zst.gpg", suffix=suffix)
-    return Manifest(
-        backup_id=backup_id(TARGET, kind, created, suffix=suffix),
-        target=TARGET,
-        kind=kind,
-        tier="daily",
-        object_key=key,
-        created_at=iso(created),
-        artifact={"sha256": SHA, "size": 7},
-        destination={"name": "primary", "uploaded_at": iso(created + timedelta(minutes=2))},
-        verification={"status": "passed" if verified else "failed"},
+    return fake_manifest(
+        created, kind=kind, verified=verified, target=TARGET, uploaded_after=timedelta(minutes=2)
     ).to_dict()
 
 

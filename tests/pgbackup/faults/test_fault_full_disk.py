@@ -8,8 +8,10 @@ list nothing at the destination, and leave no partial file in the staging folder
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,12 +55,23 @@ def _measure(request: BackupRequest, workdir: Path) -> tuple[int, int]:
     return dump_bytes, compressed_bytes
 
 
-def _assert_names_the_full_file(message: str, partial: Path) -> None:
-    """The error names the file and the room left when it failed: none (measured before the
-    partial file is removed, so not the room its removal gave back)."""
+def _assert_names_the_full_file(failure: BaseException, step: str, partial: Path) -> None:
+    """The error names the step, the full disk, the file and the room left when it failed: none
+    (measured before the partial file is removed, so not the room its removal gave back)."""
+    message = str(failure)
+    assert step in message and NO_SPACE in message, message
     assert f"(writing {partial}; " in message, message
     free = re.search(r"; ([\d,]+) of [\d,]+ bytes free on its file system\)", message)
     assert free is not None and int(free.group(1).replace(",", "")) <= 64 * 1024, message
+
+
+@contextlib.contextmanager
+def _staging_on_a_small_disk(tmp_path: Path, size: int) -> Iterator[Path]:
+    """A run's staging folder, ``run/``, on a tmpfs of ``size`` bytes."""
+    with mounted_tmpfs(tmp_path / "disk", size) as disk:
+        workdir = disk / "run"
+        workdir.mkdir()
+        yield workdir
 
 
 def _files(root: Path) -> list[str]:
@@ -88,15 +101,11 @@ def test_staging_disk_full_during_dump(
     request = make_request(source_db, gpg_key)
     dump_bytes, _ = _measure(request, tmp_path / "measure")
     storage = _destination(tmp_path)
-    with mounted_tmpfs(tmp_path / "disk", dump_bytes // 2) as disk:
-        workdir = disk / "run"
-        workdir.mkdir()
+    with _staging_on_a_small_disk(tmp_path, dump_bytes // 2) as workdir:
         with pytest.raises(PgBackupError) as failure:
             take_backup("staged", request, storage, workdir)
-        message = str(failure.value)
-        assert "pg_dump" in message and NO_SPACE in message, message
-        _assert_names_the_full_file(message, workdir / f"{backup.DUMP_FILE}.partial")
-        assert _files(disk) == [], "the partial dump must be removed"
+        _assert_names_the_full_file(failure.value, "pg_dump", workdir / f"{backup.DUMP_FILE}.partial")
+        assert _files(workdir.parent) == [], "the partial dump must be removed"
     _assert_nothing_published(storage)
 
 
@@ -113,16 +122,12 @@ def test_staging_disk_full_during_compress(
     dump_bytes, compressed_bytes = _measure(request, tmp_path / "measure")
     storage = _destination(tmp_path)
     # Room for the dump and half of its compressed copy.
-    with mounted_tmpfs(tmp_path / "disk", dump_bytes + compressed_bytes // 2) as disk:
-        workdir = disk / "run"
-        workdir.mkdir()
+    with _staging_on_a_small_disk(tmp_path, dump_bytes + compressed_bytes // 2) as workdir:
         manifest = backup.dump_to_file(request, workdir)
         with pytest.raises(PgBackupError) as failure:
             backup.compress_file(manifest, request.compression, workdir)
-        message = str(failure.value)
-        assert "compress" in message and NO_SPACE in message, message
-        _assert_names_the_full_file(message, workdir / f"{backup.COMPRESSED_FILE}.partial")
-        assert _files(disk) == [f"run/{backup.DUMP_FILE}"], "only the finished dump may stay"
+        _assert_names_the_full_file(failure.value, "compress", workdir / f"{backup.COMPRESSED_FILE}.partial")
+        assert _files(workdir.parent) == [f"run/{backup.DUMP_FILE}"], "only the finished dump may stay"
         assert (workdir / backup.DUMP_FILE).stat().st_size == dump_bytes
     _assert_nothing_published(storage)
 
@@ -143,16 +148,12 @@ def test_staging_disk_full_during_encrypt(
     compressed_bytes = (roomy / backup.COMPRESSED_FILE).stat().st_size
     storage = _destination(tmp_path)
     # Room for the compressed dump and half of its encrypted copy (gpg adds a few hundred bytes).
-    with mounted_tmpfs(tmp_path / "disk", compressed_bytes + compressed_bytes // 2) as disk:
-        workdir = disk / "run"
-        workdir.mkdir()
+    with _staging_on_a_small_disk(tmp_path, compressed_bytes + compressed_bytes // 2) as workdir:
         shutil.copyfile(roomy / backup.COMPRESSED_FILE, workdir / backup.COMPRESSED_FILE)
         with pytest.raises(EncryptionError) as failure:
             backup.encrypt_file(manifest, request, workdir)
-        message = str(failure.value)
-        assert "gpg-encrypt" in message and NO_SPACE in message, message
-        _assert_names_the_full_file(message, workdir / f"{backup.ENCRYPTED_FILE}.partial")
-        assert _files(disk) == [f"run/{backup.COMPRESSED_FILE}"], "only the compressed dump may stay"
+        _assert_names_the_full_file(failure.value, "gpg-encrypt", workdir / f"{backup.ENCRYPTED_FILE}.partial")
+        assert _files(workdir.parent) == [f"run/{backup.COMPRESSED_FILE}"], "only the compressed dump may stay"
     _assert_nothing_published(storage)
 
 
@@ -172,14 +173,13 @@ def test_staging_disk_full_while_fetching_for_a_restore(
     dump_bytes, _ = _measure(request, tmp_path / "measure")
     storage = _destination(tmp_path)
     manifest = take_backup("staged", request, storage, tmp_path / "work")
-    with mounted_tmpfs(tmp_path / "disk", dump_bytes // 2) as disk, decryption_keyring(decryption_key) as keyring:
-        target = disk / "plain.dump"
+    with _staging_on_a_small_disk(tmp_path, dump_bytes // 2) as workdir, decryption_keyring(decryption_key) as keyring:
+        target = workdir / "plain.dump"
         with pytest.raises(RestoreError) as failure:
             fetch_plaintext(manifest, storage, keyring, target)
         message = str(failure.value)
         assert not isinstance(failure.value, IntegrityError), message
-        assert "cannot write the plaintext" in message and NO_SPACE in message, message
         assert "corrupted" not in message, message
-        _assert_names_the_full_file(message, disk / "plain.dump.partial")
-        assert _files(disk) == []
+        _assert_names_the_full_file(failure.value, "cannot write the plaintext", workdir / "plain.dump.partial")
+        assert _files(workdir.parent) == []
     assert read_catalog(storage, "projectx").backups == [manifest]  # the backup itself is untouched
